@@ -1,0 +1,70 @@
+# ClassifyObjects — `make run` serves the embedded default, `make test` runs the whole suite.
+# Both install everything they need into .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS := embedded,converter,test,dev
+
+# The proxy reads these from the environment; the defaults match proxy/settings.py.
+MODEL_DIR ?= static
+MODEL_BASE_PATH ?= models/detector
+PORT ?= 8000
+export MODEL_DIR MODEL_BASE_PATH PORT
+
+# A SavedModel in MODEL_DIR/saved_model wins over a frozen graph, as a TF2 export would be laid out.
+MODEL_INPUT = $(if $(wildcard $(MODEL_DIR)/saved_model/saved_model.pb),$(MODEL_DIR)/saved_model,$(MODEL_DIR)/frozen_inference_graph.pb)
+
+COMPOSE ?= docker compose
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run model convert test lint fix bench up down logs lock protos clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[$(EXTRAS)]'
+	touch $@
+
+model: $(STAMP)  ## write the demo model into MODEL_DIR when it has none
+	@if [ ! -e "$(MODEL_INPUT)" ]; then $(BIN)/python -m demo_model "$(MODEL_DIR)"; fi
+
+convert: model  ## convert MODEL_DIR's model into MODEL_BASE_PATH unless that version exists already
+	$(BIN)/python -m converter "$(MODEL_INPUT)" "$(MODEL_BASE_PATH)" --if-changed
+
+run: convert  ## install, convert, and serve on PORT (embedded TensorFlow unless SERVING_ADDRESS is set)
+	$(BIN)/python -m proxy
+
+test: $(STAMP)  ## install, then run the lint checks and the whole test suite
+	$(BIN)/ruff check proxy converter demo_model tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check proxy converter demo_model tests
+	$(BIN)/ruff format --check proxy converter demo_model tests
+	$(BIN)/mypy
+
+fix: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix proxy converter demo_model tests
+	$(BIN)/ruff format proxy converter demo_model tests
+
+up:  ## docker compose: converter, TF Serving and the proxy
+	$(COMPOSE) up --build -d
+
+down:  ## stop the compose stack
+	$(COMPOSE) down
+
+logs:  ## follow the compose stack's logs
+	$(COMPOSE) logs -f
+
+lock: $(STAMP)  ## re-pin every transitive dependency into requirements.lock from the current .venv
+	$(BIN)/python -m pip freeze --exclude-editable --exclude classifyobjects > requirements.lock
+
+clean:  ## remove .venv, converted models and caches (static/ is yours and stays)
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache *.egg-info

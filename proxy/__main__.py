@@ -1,0 +1,68 @@
+"""``python -m proxy``: serve the app with gunicorn, configured from the environment alone."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from proxy.errors import ConfigError
+from proxy.settings import Settings
+
+
+class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type information
+    """gunicorn configured from ``Settings``; each worker builds its own app after the fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self._settings).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from proxy.app import create_app
+
+        return create_app(self._settings)
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """The gunicorn settings for these proxy settings."""
+    return {
+        "bind": [f"{settings.host}:{settings.port}"],
+        # Threads, not processes: a request spends its time waiting on the model (in TF's own thread pool or
+        # over gRPC), which releases the GIL, and threads share one loaded model per worker.
+        "worker_class": "gthread",
+        "workers": settings.workers,
+        "threads": settings.threads,
+        # The worker must outlive the longest legitimate request: the backend deadline plus decoding time.
+        "timeout": int(settings.request_timeout_s) + 30,
+        "graceful_timeout": int(settings.request_timeout_s) + 5,
+        "keepalive": 75,
+        "loglevel": settings.log_level,
+        "accesslog": "-",
+        "errorlog": "-",
+        "limit_request_line": 8190,
+        "proc_name": "classifyobjects-proxy",
+    }
+
+
+def main() -> int:
+    """Start the server; a configuration error is one line on stderr and exit status 2."""
+    try:
+        settings = Settings.from_env()
+        # Check the label map before forking workers, so a malformed one stops the server with one clear line.
+        from proxy.labels import load_label_map
+
+        load_label_map(settings.label_map_path)
+    except ConfigError as exc:
+        print(f"proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _Server(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The embedded backend: the newest SavedModel version under MODEL_BASE_PATH, run in this process by TensorFlow."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.layout import latest_version
+from proxy.backends import ModelStatus
+from proxy.detections import Detections
+from proxy.errors import BackendError, ModelNotReady, ProxyError
+from proxy.settings import Settings
+from proxy.status_codes import error_for_code
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    version: int
+    function: Any  # the signature's concrete function
+    input_key: str
+    owner: Any  # the loaded SavedModel: the concrete function alone does not keep its variables alive
+
+
+class EmbeddedBackend:
+    """Loads the model lazily (once, under a lock) and runs it with TensorFlow in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._base = settings.model_base_path
+        self._signature = settings.signature_name
+        self._lock = threading.Lock()
+        self._loaded: _Loaded | None = None
+
+    def predict(self, image: np.ndarray) -> Detections:
+        """Run one image through the signature and read the OD API outputs."""
+        import tensorflow as tf  # imported here so the gRPC mode never pays for it
+
+        model = self._ensure_loaded()
+        try:
+            outputs = model.function(**{model.input_key: tf.constant(image[np.newaxis])})
+        except tf.errors.OpError as exc:
+            raise error_for_code(exc.error_code, f"model {self._base}: {_first_line(exc.message)}") from None
+        return Detections.from_outputs({name: tensor.numpy() for name, tensor in outputs.items()})
+
+    def status(self) -> ModelStatus:
+        """Ready once the model has loaded; loading is attempted here if it has not been yet."""
+        try:
+            model = self._ensure_loaded()
+        except ProxyError as exc:
+            return ModelStatus(ready=False, detail=exc.message)
+        return ModelStatus(ready=True, version=model.version)
+
+    def close(self) -> None:
+        """Drop the model so TensorFlow can free it."""
+        with self._lock:
+            self._loaded = None
+
+    def _ensure_loaded(self) -> _Loaded:
+        loaded = self._loaded
+        if loaded is not None:
+            return loaded
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded
+
+    def _load(self) -> _Loaded:
+        found = latest_version(self._base)
+        if found is None:
+            raise ModelNotReady(
+                f"no model under {self._base}: convert one with `python -m converter "
+                f"static/frozen_inference_graph.pb {self._base}` (make run does this)",
+                retry_after_s=5,
+            )
+        version, path = found
+        return _load_signature(path, version, self._signature)
+
+
+def _load_signature(path: Path, version: int, signature: str) -> _Loaded:
+    import tensorflow as tf
+
+    log.info("loading model version %d from %s", version, path)
+    try:
+        model = tf.saved_model.load(str(path), tags=["serve"])
+    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise BackendError(f"cannot load the SavedModel at {path}: {_first_line(str(exc))}") from None
+    signatures = dict(model.signatures)
+    if signature not in signatures:
+        raise BackendError(
+            f'model at {path} has no signature "{signature}" (it has: {", ".join(sorted(signatures)) or "none"})'
+        )
+    function = signatures[signature]
+    _, inputs = function.structured_input_signature
+    if len(inputs) != 1:
+        raise BackendError(f"signature {signature} of {path} takes {len(inputs)} inputs; an image detector takes one")
+    input_key, spec = next(iter(inputs.items()))
+    if spec.dtype != tf.uint8 or spec.shape.rank != 4:
+        raise BackendError(
+            f"signature {signature} input {input_key} is {spec.dtype.name} {spec.shape}; "
+            "expected an image tensor uint8 [batch, height, width, 3]"
+        )
+    return _Loaded(version=version, function=function, input_key=input_key, owner=model)
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "unknown error"
