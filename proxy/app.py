@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -69,9 +68,9 @@ def create_app(
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    if settings.embedded:
-        # Load the model now, off the request path, so the first request is not the slow one.
-        threading.Thread(target=backend.status, name="model-warmup", daemon=True).start()
+    # Asking for the status starts loading an embedded model in the background, so the first request is not the slow
+    # one; for TF Serving it opens the channel early.
+    backend.status()
     return app
 
 

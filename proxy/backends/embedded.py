@@ -36,6 +36,9 @@ class EmbeddedBackend:
         self._signature = settings.signature_name
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
+        self._loader_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
+        self._load_error: str | None = None
 
     def predict(self, image: np.ndarray) -> Detections:
         """Run one image through the signature and read the OD API outputs."""
@@ -49,12 +52,22 @@ class EmbeddedBackend:
         return Detections.from_outputs({name: tensor.numpy() for name, tensor in outputs.items()})
 
     def status(self) -> ModelStatus:
-        """Ready once the model has loaded; loading is attempted here if it has not been yet."""
+        """Ready once the model has loaded. Never blocks: it starts a background load when none is under way."""
+        loaded = self._loaded
+        if loaded is not None:
+            return ModelStatus(ready=True, version=loaded.version)
+        with self._loader_lock:
+            if self._loader is None or not self._loader.is_alive():
+                self._loader = threading.Thread(target=self._load_in_background, name="model-loader", daemon=True)
+                self._loader.start()
+        return ModelStatus(ready=False, detail=self._load_error or "the model is loading")
+
+    def _load_in_background(self) -> None:
         try:
-            model = self._ensure_loaded()
+            self._ensure_loaded()
+            self._load_error = None
         except ProxyError as exc:
-            return ModelStatus(ready=False, detail=exc.message)
-        return ModelStatus(ready=True, version=model.version)
+            self._load_error = exc.message
 
     def close(self) -> None:
         """Drop the model so TensorFlow can free it."""

@@ -1,0 +1,1 @@
+"""ClassifyObjects test suite."""

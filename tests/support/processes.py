@@ -1,0 +1,129 @@
+"""Real server processes for integration tests: start, poll until ready (no sleeps), stop at teardown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def quiet_tf_env() -> dict[str, str]:
+    """Environment additions that keep TensorFlow's C++ start-up chatter and GPU probing out of test logs."""
+    return {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+class HttpServer:
+    """A subprocess serving HTTP on ``port``; ``start()`` returns once ``ready_path`` answers with ``ready_status``."""
+
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        port: int,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = REPO,
+        ready_path: str = "/healthz",
+        ready_status: int = 200,
+        timeout_s: float = 90.0,
+    ) -> None:
+        self.args = args
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._env = {**os.environ, **quiet_tf_env(), **(env or {})}
+        self._cwd = cwd
+        self._ready_path = ready_path
+        self._ready_status = ready_status
+        self._timeout_s = timeout_s
+        self._log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> HttpServer:
+        """Start the process and poll until it is ready; raise with its log if it dies or times out."""
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=self._cwd,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self._timeout_s
+        delay = 0.05
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.args} exited with {self.process.returncode}:\n{self.log_text()}")
+            try:
+                response = requests.get(self.url + self._ready_path, timeout=2)
+                if response.status_code == self._ready_status:
+                    return self
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(delay)  # polling interval, not a wait for readiness
+            delay = min(delay * 1.5, 0.5)
+        self.stop()
+        raise TimeoutError(f"{self.args} not ready within {self._timeout_s}s:\n{self.log_text()}")
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the whole process group (gunicorn's master and workers)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+    def log_text(self) -> str:
+        """Everything the process printed so far."""
+        self._log.flush()
+        return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
+
+    def __enter__(self) -> HttpServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def proxy_server(env: Mapping[str, str], *, ready_path: str = "/readyz", timeout_s: float = 90.0) -> HttpServer:
+    """``python -m proxy`` (gunicorn) on a free port with ``env``; ready once ``ready_path`` answers 200."""
+    port = free_port()
+    return HttpServer(
+        [sys.executable, "-m", "proxy"],
+        port=port,
+        env={"PORT": str(port), "HOST": "127.0.0.1", **env},
+        ready_path=ready_path,
+        timeout_s=timeout_s,
+    )
