@@ -1,0 +1,133 @@
+"""Image bytes → RGB arrays, for every Pillow mode and orientation a client may send."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from proxy.errors import InvalidImage, PayloadTooLarge
+from proxy.images import decode_image
+
+LIMIT = 50_000_000
+
+
+def save(image: Image.Image, fmt: str, **options: object) -> bytes:
+    """Encode ``image`` in ``fmt``."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_rgb_png_round_trips_exactly() -> None:
+    """A lossless RGB picture decodes to exactly its pixels, shape (h, w, 3), uint8."""
+    pixels = np.random.default_rng(1).integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    decoded = decode_image(save(Image.fromarray(pixels), "PNG"), max_pixels=LIMIT)
+    assert decoded.dtype == np.uint8
+    assert decoded.flags.c_contiguous
+    np.testing.assert_array_equal(decoded, pixels)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fill", "fmt", "expected"),
+    [
+        ("L", 100, "PNG", (100, 100, 100)),
+        ("1", 1, "PNG", (255, 255, 255)),
+        ("P", 3, "PNG", None),  # palette index 3 of Pillow's default palette
+        ("CMYK", (0, 255, 255, 0), "JPEG", (255, 0, 0)),
+        ("RGBA", (10, 20, 30, 255), "PNG", (10, 20, 30)),
+        ("RGBA", (10, 20, 30, 0), "PNG", (255, 255, 255)),  # fully transparent: the white background
+        ("LA", (50, 255), "PNG", (50, 50, 50)),
+    ],
+)
+def test_modes_become_rgb(mode: str, fill: object, fmt: str, expected: tuple[int, int, int] | None) -> None:
+    """Each Pillow mode converts to RGB; alpha is composited onto white."""
+    image = Image.new(mode, (8, 6), fill)  # type: ignore[arg-type]
+    decoded = decode_image(save(image, fmt), max_pixels=LIMIT)
+    assert decoded.shape == (6, 8, 3)
+    if expected is None:
+        expected = image.convert("RGB").getpixel((0, 0))  # type: ignore[assignment]
+    assert np.abs(decoded[0, 0].astype(int) - np.array(expected)).max() <= 3
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped() -> None:
+    """A 16-bit grayscale PNG keeps its contrast: 65535 → 255, 32768 → 128, 256 → 1."""
+    values = np.array([[0, 256, 32768, 65535]], dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode.startswith("I;16")
+    decoded = decode_image(save(image, "PNG"), max_pixels=LIMIT)
+    assert decoded[0, :, 0].tolist() == [0, 1, 128, 255]
+
+
+def test_palette_with_transparency() -> None:
+    """A palette image with a transparent index shows white there."""
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([255, 0, 0] * 256)
+    decoded = decode_image(save(image, "PNG", transparency=0), max_pixels=LIMIT)
+    assert decoded[0, 0].tolist() == [255, 255, 255]
+
+
+def test_one_by_one_image() -> None:
+    """A 1x1 picture is a valid picture."""
+    assert decode_image(save(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG"), max_pixels=LIMIT).shape == (1, 1, 3)
+
+
+def test_animated_gif_answers_for_its_first_frame() -> None:
+    """An animated GIF decodes to its first frame."""
+    frames = [Image.new("RGB", (10, 10), colour) for colour in [(255, 0, 0), (0, 0, 255)]]
+    data = save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    decoded = decode_image(data, max_pixels=LIMIT)
+    assert decoded[5, 5].tolist()[0] > 200 and decoded[5, 5].tolist()[2] < 50
+
+
+def test_exif_orientation_is_applied() -> None:
+    """A JPEG stored landscape with EXIF orientation 6 (rotate 90° clockwise) decodes as portrait."""
+    stored = Image.new("RGB", (40, 20), (0, 0, 0))
+    stored.paste((255, 255, 255), (0, 0, 10, 20))  # white band on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(save(stored, "JPEG", exif=exif, quality=95), max_pixels=LIMIT)
+    assert decoded.shape == (40, 20, 3)
+    assert decoded[2, 10].mean() > 200  # the left edge is now the top
+    assert decoded[-3, 10].mean() < 50
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not an image at all",
+        b"<svg xmlns='http://www.w3.org/2000/svg'></svg>",
+        b'{"image": "base64..."}',
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+    ],
+    ids=["text", "svg", "json", "png-signature-only"],
+)
+def test_non_images_are_invalid(data: bytes) -> None:
+    """Bytes that are not a decodable image raise ``InvalidImage``."""
+    with pytest.raises(InvalidImage, match="cannot decode image"):
+        decode_image(data, max_pixels=LIMIT)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_images_are_invalid(fmt: str) -> None:
+    """A file cut short is ``InvalidImage``, not a partial picture."""
+    pixels = np.random.default_rng(2).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    data = save(Image.fromarray(pixels), fmt)
+    with pytest.raises(InvalidImage):
+        decode_image(data[: len(data) // 2], max_pixels=LIMIT)
+
+
+def test_empty_body_is_invalid() -> None:
+    """No bytes at all is ``InvalidImage`` saying the body is empty."""
+    with pytest.raises(InvalidImage, match="empty body"):
+        decode_image(b"", max_pixels=LIMIT)
+
+
+def test_pixel_limit_is_checked_from_the_header() -> None:
+    """An image over ``max_pixels`` raises ``PayloadTooLarge`` with its size and the limit."""
+    data = save(Image.new("L", (200, 100)), "PNG")
+    with pytest.raises(PayloadTooLarge, match=r"200x100 = 20000 pixels; the limit is 19999"):
+        decode_image(data, max_pixels=19_999)
+    assert decode_image(data, max_pixels=20_000).shape == (100, 200, 3)
