@@ -68,9 +68,7 @@ def create_app(
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    # Asking for the status starts loading an embedded model in the background, so the first request is not the slow
-    # one; for TF Serving it opens the channel early.
-    backend.status()
+    backend.start()
     return app
 
 

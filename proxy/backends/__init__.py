@@ -28,7 +28,11 @@ class Backend(Protocol):
         ...
 
     def status(self) -> ModelStatus:
-        """Whether the model can answer now."""
+        """Whether the model can answer now; bounded in time, never waits for a model to load."""
+        ...
+
+    def start(self) -> None:
+        """Begin loading or connecting in the background, so the first request is not the slow one."""
         ...
 
     def close(self) -> None:

@@ -69,6 +69,10 @@ class EmbeddedBackend:
         except ProxyError as exc:
             self._load_error = exc.message
 
+    def start(self) -> None:
+        """Load the model in the background."""
+        self.status()
+
     def close(self) -> None:
         """Drop the model so TensorFlow can free it."""
         with self._lock:
