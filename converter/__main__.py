@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"converter: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if not result.written:
-        print(f"converter: {result.version_dir} is already converted from this input; nothing to do", file=sys.stderr)
+        print(
+            f"converter: {result.version_dir} is already converted from this input; nothing to do",
+            file=sys.stderr,
+        )
     print(result.version_dir)
     return 0
 

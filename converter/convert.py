@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from converter.errors import ConversionError, InputNotFound, MissingTensors, NotAGraph, OutputNotWritable
+from converter.errors import InputNotFound, MissingTensors, NotAGraph, OutputNotWritable
 from converter.layout import latest_version
 
 INPUT_TENSOR = "image_tensor"
@@ -170,7 +170,9 @@ def _frozen_graph_to_saved_model(graph_path: Path, export_dir: Path) -> str:
     image_node = nodes[INPUT_TENSOR]
     if image_node.op != "Placeholder" or image_node.attr["dtype"].type != tf.uint8.as_datatype_enum:
         dtype = tf.dtypes.as_dtype(image_node.attr["dtype"].type).name if image_node.attr["dtype"].type else "?"
-        raise MissingTensors(f"{INPUT_TENSOR} in {graph_path} is a {image_node.op} of {dtype}; expected a uint8 Placeholder")
+        raise MissingTensors(
+            f"{INPUT_TENSOR} in {graph_path} is a {image_node.op} of {dtype}; expected a uint8 Placeholder"
+        )
 
     graph = tf.Graph()
     with graph.as_default():
@@ -186,7 +188,10 @@ def _frozen_graph_to_saved_model(graph_path: Path, export_dir: Path) -> str:
         with tf.compat.v1.Session(graph=graph) as session:
             builder = tf.compat.v1.saved_model.Builder(str(export_dir))
             builder.add_meta_graph_and_variables(
-                session, [tf.saved_model.SERVING], signature_def_map={SIGNATURE: signature}, strip_default_attrs=True
+                session,
+                [tf.saved_model.SERVING],
+                signature_def_map={SIGNATURE: signature},
+                strip_default_attrs=True,
             )
             builder.save()
     return INPUT_KEY
@@ -212,7 +217,8 @@ def _copy_saved_model(source: Path, export_dir: Path) -> str:
             f"signature {SIGNATURE} of {source} has inputs {sorted(signature.inputs)}; expected one image tensor"
         )
     shutil.copytree(source, export_dir)
-    return next(iter(signature.inputs))
+    input_key: str = next(iter(signature.inputs))
+    return input_key
 
 
 def read_signature(saved_model_dir: Path) -> Any:

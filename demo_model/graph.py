@@ -59,7 +59,8 @@ def detect(images: Any) -> dict[str, Any]:
     top_classes = tf.where(valid, tf.gather(class_ids, top_index), tf.ones_like(top_scores))
     per_cell_scores = tf.reshape(scores, [batch, GRID * GRID, num_classes])
     per_cell_boxes = tf.reshape(
-        tf.reduce_max(tf.reshape(boxes, [batch, GRID * GRID, num_classes, 4]), axis=2), [batch, GRID * GRID, 4]
+        tf.reduce_max(tf.reshape(boxes, [batch, GRID * GRID, num_classes, 4]), axis=2),
+        [batch, GRID * GRID, 4],
     )
     return {
         "detection_boxes": tf.identity(top_boxes, name="detection_boxes"),
@@ -86,8 +87,7 @@ def build_frozen_graph() -> bytes:
 def label_map_text() -> str:
     """The demo's label map in the OD API's text format."""
     items = [
-        f'item {{\n  id: {class_id}\n  name: "{name}"\n  display_name: "{name}"\n}}\n'
-        for class_id, name, _ in CLASSES
+        f'item {{\n  id: {class_id}\n  name: "{name}"\n  display_name: "{name}"\n}}\n' for class_id, name, _ in CLASSES
     ]
     return "# Label map of the demo coloured-shape detector (demo_model).\n" + "".join(items)
 
@@ -97,13 +97,16 @@ def export_tf2_saved_model(directory: Path) -> Path:
     import tensorflow as tf
 
     class DemoDetector(tf.Module):  # type: ignore[misc]
-        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
+        @tf.function(  # type: ignore[untyped-decorator]  # TensorFlow ships no type information
+            input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")]
+        )
         def __call__(self, input_tensor: Any) -> dict[str, Any]:
             outputs = detect(input_tensor)
             # TF2 exports add per-class scores and anchor indices; every output is float32.
-            outputs["detection_multiclass_scores"] = tf.one_hot(
-                tf.cast(outputs["detection_classes"], tf.int32) - 1, len(CLASSES)
-            ) * outputs["detection_scores"][:, :, tf.newaxis]
+            outputs["detection_multiclass_scores"] = (
+                tf.one_hot(tf.cast(outputs["detection_classes"], tf.int32) - 1, len(CLASSES))
+                * outputs["detection_scores"][:, :, tf.newaxis]
+            )
             outputs["detection_anchor_indices"] = tf.zeros_like(outputs["detection_scores"])
             return outputs
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from proxy.backends import Backend, make_backend
 from proxy.detections import count_by_class, verbose_list
@@ -56,7 +57,11 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
         status = backend.status()
-        body: dict[str, Any] = {"ready": status.ready, "model": settings.model_name, "version": status.version}
+        body: dict[str, Any] = {
+            "ready": status.ready,
+            "model": settings.model_name,
+            "version": status.version,
+        }
         if not status.ready:
             body["error"] = status.detail
         return jsonify(body), 200 if status.ready else 503
@@ -95,7 +100,7 @@ def _register_error_handlers(app: Flask) -> None:
         return jsonify({"error": exc.message}), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
+    def http_error(exc: HTTPException) -> WerkzeugResponse:
         # werkzeug's own 404/405/413...: same status and headers (Allow on 405), JSON instead of HTML.
         response = exc.get_response()
         response.data = jsonify({"error": _http_message(exc)}).get_data()

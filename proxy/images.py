@@ -28,7 +28,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             # Pillow warns on images past its own bomb limit; ours is checked explicitly just below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
                 raise PayloadTooLarge(
@@ -55,7 +55,9 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
             gray = np.clip(values, 0, 255).astype(np.uint8)
         else:
             wide = values.astype(np.int64)
-            gray = (np.clip(wide, 0, 65535) >> 8).astype(np.uint8) if wide.max(initial=0) > 255 else wide.astype(np.uint8)
+            gray = (
+                (np.clip(wide, 0, 65535) >> 8).astype(np.uint8) if wide.max(initial=0) > 255 else wide.astype(np.uint8)
+            )
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

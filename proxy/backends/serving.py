@@ -47,7 +47,10 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
-                "name": [{"service": "tensorflow.serving.PredictionService"}, {"service": "tensorflow.serving.ModelService"}],
+                "name": [
+                    {"service": "tensorflow.serving.PredictionService"},
+                    {"service": "tensorflow.serving.ModelService"},
+                ],
                 "retryPolicy": {
                     "maxAttempts": 3,
                     "initialBackoff": "0.05s",
@@ -230,7 +233,9 @@ class ServingBackend:
         if code.value[0] == UNAVAILABLE:
             message = f"TF Serving at {self._target} is unavailable: {details}"
         elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
-            message = f"TF Serving did not answer {name} within {self._settings.request_timeout_s:g}s (REQUEST_TIMEOUT_S)"
+            message = (
+                f"TF Serving did not answer {name} within {self._settings.request_timeout_s:g}s (REQUEST_TIMEOUT_S)"
+            )
         else:
             message = f"TF Serving {name} for model {self._model_name}: {code.name}: {details}"
         return error_for_code(code.value[0], message)

@@ -70,15 +70,21 @@ def test_answers_match_the_frozen_graph_run_directly(
     mime = "image/jpeg" if fmt == "JPEG" else "image/png"
     for threshold in THRESHOLDS:
         counts = requests.post(
-            f"{embedded_proxy.url}/classify", params={"threshold": threshold}, data=body,
-            headers={"Content-Type": mime}, timeout=30,
+            f"{embedded_proxy.url}/classify",
+            params={"threshold": threshold},
+            data=body,
+            headers={"Content-Type": mime},
+            timeout=30,
         )
         assert counts.status_code == 200, counts.text
         assert counts.headers["Content-Type"] == "application/json"
         assert counts.json() == seed_answer(reference, threshold, verbose=False)
         verbose = requests.post(
-            f"{embedded_proxy.url}/classify", params={"threshold": threshold, "verbose": "true"}, data=body,
-            headers={"Content-Type": mime}, timeout=30,
+            f"{embedded_proxy.url}/classify",
+            params={"threshold": threshold, "verbose": "true"},
+            data=body,
+            headers={"Content-Type": mime},
+            timeout=30,
         )
         assert verbose.status_code == 200, verbose.text
         assert_verbose_equal(verbose.json(), seed_answer(reference, threshold, verbose=True))
@@ -127,9 +133,27 @@ ERROR_CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("put", "/classify", {"data": b"x"}, 405, "method PUT not allowed"),
     ("get", "/no/such/path", {}, 404, "no such endpoint"),
     ("post", "/classify", {"data": b""}, 400, "empty body"),
-    ("post", "/classify", {"data": b"\x00garbage" * 20, "headers": {"Content-Type": "image/jpeg"}}, 400, "cannot decode"),
-    ("post", "/classify", {"data": b"hello", "headers": {"Content-Type": "text/plain"}}, 415, "not an image type"),
-    ("post", "/classify", {"data": b'{"a": 1}', "headers": {"Content-Type": "application/json"}}, 415, "not an image"),
+    (
+        "post",
+        "/classify",
+        {"data": b"\x00garbage" * 20, "headers": {"Content-Type": "image/jpeg"}},
+        400,
+        "cannot decode",
+    ),
+    (
+        "post",
+        "/classify",
+        {"data": b"hello", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "not an image type",
+    ),
+    (
+        "post",
+        "/classify",
+        {"data": b'{"a": 1}', "headers": {"Content-Type": "application/json"}},
+        415,
+        "not an image",
+    ),
     ("post", "/classify?threshold=abc", {"data": b"x"}, 400, "threshold must be a number between 0 and 1"),
     ("post", "/classify?threshold=1.5", {"data": b"x"}, 400, "threshold"),
     ("post", "/classify?threshold=-1", {"data": b"x"}, 400, "threshold"),
@@ -189,7 +213,9 @@ def test_class_missing_from_label_map_gets_the_fallback_name(
     env = {"MODEL_DIR": str(demo_model_dir), "MODEL_BASE_PATH": str(model_base), "LABEL_MAP": str(partial)}
     with proxy_server(env) as server:
         response = requests.post(
-            f"{server.url}/classify?threshold=0.8", data=(demo_model_dir / "demo.jpg").read_bytes(), timeout=30
+            f"{server.url}/classify?threshold=0.8",
+            data=(demo_model_dir / "demo.jpg").read_bytes(),
+            timeout=30,
         )
     assert response.json() == {"Class 3": 1, "Red": 2, "Class 2": 1}
 
@@ -200,8 +226,12 @@ def test_malformed_label_map_stops_startup_with_one_line(demo_model_dir: Path, t
     broken.write_text('item {\n  id: 1\n  name: "dog"\n  colour: "brown"\n}\n', encoding="utf-8")
     env = {"MODEL_DIR": str(demo_model_dir), "LABEL_MAP": str(broken), "PORT": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "proxy"], env={**__import__("os").environ, **env}, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-m", "proxy"],
+        env={**__import__("os").environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -19,7 +19,11 @@ BIN = Path(sys.executable).parent
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run the converter CLI in a fresh process."""
     return subprocess.run(
-        [sys.executable, "-m", "converter", *map(str, args)], capture_output=True, text=True, timeout=180, check=False
+        [sys.executable, "-m", "converter", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -72,12 +76,21 @@ def test_saved_model_cli_lists_the_od_api_signature(model_base: Path) -> None:
     """``saved_model_cli show --all`` shows serving_default with input ``inputs`` uint8 and the OD outputs."""
     shown = subprocess.run(
         [str(BIN / "saved_model_cli"), "show", "--all", "--dir", str(model_base / "1")],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     assert "MetaGraphDef with tag-set: 'serve'" in shown
     assert "signature_def['serving_default']" in shown
     assert "inputs['inputs'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, -1, -1, 3)" in shown
-    for name in ["detection_boxes", "detection_scores", "detection_classes", "num_detections", "raw_detection_boxes"]:
+    for name in [
+        "detection_boxes",
+        "detection_scores",
+        "detection_classes",
+        "num_detections",
+        "raw_detection_boxes",
+    ]:
         assert f"outputs['{name}']" in shown
     assert "Method name is: tensorflow/serving/predict" in shown
 

@@ -36,7 +36,9 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     parent, where the README's relative paths resolve."""
     workdir = tmp_path_factory.mktemp("readme")
     env = {"MODEL_DIR": str(workdir / "static"), "MODEL_BASE_PATH": str(workdir / "models" / "detector")}
-    server = HttpServer(["make", "--no-print-directory", "run"], port=8000, env=env, ready_path="/readyz", timeout_s=300)
+    server = HttpServer(
+        ["make", "--no-print-directory", "run"], port=8000, env=env, ready_path="/readyz", timeout_s=300
+    )
     with server:
         yield workdir
 
@@ -44,7 +46,9 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.mark.parametrize(("command", "expected"), readme_examples(), ids=lambda value: value[:60])
 def test_readme_command(make_run: Path, command: str, expected: str) -> None:
     """The command, run as written in the README, prints the JSON the README shows."""
-    result = subprocess.run(["bash", "-c", command], cwd=make_run, capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=make_run, capture_output=True, text=True, timeout=60, check=True
+    )
     assert json.loads(result.stdout) == json.loads(expected)
 
 

@@ -141,9 +141,7 @@ def _pod_spec(objects: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
 
 def _container(objects: list[dict[str, Any]], deployment: str, name: str) -> dict[str, Any]:
     pod = _pod_spec(objects, deployment)
-    matches: list[dict[str, Any]] = [
-        c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == name
-    ]
+    matches: list[dict[str, Any]] = [c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == name]
     assert len(matches) == 1
     return matches[0]
 
@@ -180,12 +178,8 @@ def _tf_serving_config_messages() -> dict[str, type[Message]]:
             type=field.TYPE_MESSAGE,
             type_name=f".google.protobuf.{wrapper}",
         )
-    batching.field.add(
-        name="allowed_batch_sizes", number=6, label=field.LABEL_REPEATED, type=field.TYPE_INT64
-    )
-    batching.field.add(
-        name="pad_variable_length_inputs", number=7, label=field.LABEL_OPTIONAL, type=field.TYPE_BOOL
-    )
+    batching.field.add(name="allowed_batch_sizes", number=6, label=field.LABEL_REPEATED, type=field.TYPE_INT64)
+    batching.field.add(name="pad_variable_length_inputs", number=7, label=field.LABEL_OPTIONAL, type=field.TYPE_BOOL)
     prometheus = file.message_type.add(name="PrometheusConfig")
     prometheus.field.add(name="enable", number=1, label=field.LABEL_OPTIONAL, type=field.TYPE_BOOL)
     prometheus.field.add(name="path", number=2, label=field.LABEL_OPTIONAL, type=field.TYPE_STRING)
@@ -304,9 +298,7 @@ def test_batching_parameters_parse_and_keep_padding_off() -> None:
 
 def test_monitoring_config_enables_prometheus_path() -> None:
     """monitoring.config is a MonitoringConfig exposing Prometheus at /monitoring/prometheus/metrics."""
-    config = _parse_text(
-        SERVING_CONFIG / "monitoring.config", _tf_serving_config_messages()["MonitoringConfig"]
-    )
+    config = _parse_text(SERVING_CONFIG / "monitoring.config", _tf_serving_config_messages()["MonitoringConfig"])
     assert config.prometheus_config.enable is True
     assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
 
@@ -525,9 +517,7 @@ def test_serving_flags_are_known_and_point_at_mounted_config_files() -> None:
     assert file_flags <= set(flags)
     for name in file_flags:
         mount_dir, file_name = flags[name].rsplit("/", 1)
-        assert mounts[mount_dir] == ("./serving_config", True), (
-            f"--{name} is not in the read-only config mount"
-        )
+        assert mounts[mount_dir] == ("./serving_config", True), f"--{name} is not in the read-only config mount"
         assert (SERVING_CONFIG / file_name).is_file(), f"--{name} names a missing file"
 
 
@@ -633,9 +623,7 @@ def test_converter_script_is_idempotent_and_places_the_label_map(tmp_path: Path)
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_k8s_objects_validate_against_the_kubernetes_schema(
-    version: str, k8s_objects: list[dict[str, Any]]
-) -> None:
+def test_k8s_objects_validate_against_the_kubernetes_schema(version: str, k8s_objects: list[dict[str, Any]]) -> None:
     """Every object kustomize renders is valid for the Kubernetes API, unknown fields rejected (strict)."""
     assert {o["kind"] for o in k8s_objects} >= {
         "Namespace",
@@ -652,9 +640,7 @@ def test_k8s_objects_share_one_namespace(k8s_objects: list[dict[str, Any]]) -> N
     """All namespaced objects live in the classify-objects namespace the manifests create."""
     namespace = _k8s_object(k8s_objects, "Namespace", "classify-objects")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert {o["metadata"]["namespace"] for o in k8s_objects if o["kind"] != "Namespace"} == {
-        "classify-objects"
-    }
+    assert {o["metadata"]["namespace"] for o in k8s_objects if o["kind"] != "Namespace"} == {"classify-objects"}
 
 
 def test_serving_service_is_headless(k8s_objects: list[dict[str, Any]]) -> None:
@@ -683,9 +669,7 @@ def test_proxy_service_maps_80_to_8000(k8s_objects: list[dict[str, Any]]) -> Non
     service = _k8s_object(k8s_objects, "Service", "proxy")
     assert service["spec"]["type"] == "ClusterIP"
     (port,) = service["spec"]["ports"]
-    container_ports = {
-        p["name"]: p["containerPort"] for p in _container(k8s_objects, "proxy", "proxy")["ports"]
-    }
+    container_ports = {p["name"]: p["containerPort"] for p in _container(k8s_objects, "proxy", "proxy")["ports"]}
     assert port["port"] == 80 and container_ports[port["targetPort"]] == 8000
 
 
@@ -702,9 +686,7 @@ def test_serving_args_match_compose(k8s_objects: list[dict[str, Any]]) -> None:
 def test_serving_config_map_holds_the_serving_config_files(k8s_objects: list[dict[str, Any]]) -> None:
     """The ConfigMap mounted at /config holds exactly the serving_config/ files the flags name, unchanged."""
     pod = _pod_spec(k8s_objects, "serving")
-    mounts = {
-        m["mountPath"]: m["name"] for m in _container(k8s_objects, "serving", "serving")["volumeMounts"]
-    }
+    mounts = {m["mountPath"]: m["name"] for m in _container(k8s_objects, "serving", "serving")["volumeMounts"]}
     volume = next(v for v in pod["volumes"] if v["name"] == mounts["/config"])
     config_map = _k8s_object(k8s_objects, "ConfigMap", volume["configMap"]["name"])
     flags = _flags(_container(k8s_objects, "serving", "serving")["args"])
@@ -741,9 +723,7 @@ def test_serving_init_container_runs_the_compose_converter_script(k8s_objects: l
     assert init["command"][:2] == ["/bin/sh", "-c"]
     assert init["command"][2] == _service("converter")["command"][0].replace("$$", "$")
     init_mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
-    serving_mounts = {
-        m["mountPath"]: m for m in _container(k8s_objects, "serving", "serving")["volumeMounts"]
-    }
+    serving_mounts = {m["mountPath"]: m for m in _container(k8s_objects, "serving", "serving")["volumeMounts"]}
     assert init_mounts["/models"]["name"] == serving_mounts["/models"]["name"]
     assert serving_mounts["/models"]["readOnly"] is True
     assert init_mounts["/input"]["readOnly"] is True
@@ -800,8 +780,7 @@ def test_every_k8s_image_tag_is_pinned(k8s_objects: list[dict[str, Any]]) -> Non
         c["image"]
         for o in k8s_objects
         if o["kind"] == "Deployment"
-        for c in o["spec"]["template"]["spec"].get("initContainers", [])
-        + o["spec"]["template"]["spec"]["containers"]
+        for c in o["spec"]["template"]["spec"].get("initContainers", []) + o["spec"]["template"]["spec"]["containers"]
     ]
     assert images
     for image in images:
@@ -810,11 +789,7 @@ def test_every_k8s_image_tag_is_pinned(k8s_objects: list[dict[str, Any]]) -> Non
 
 def test_prometheus_annotations_match_monitoring_config(k8s_objects: list[dict[str, Any]]) -> None:
     """The serving pods advertise the metrics path monitoring.config enables, on the REST port."""
-    annotations = _k8s_object(k8s_objects, "Deployment", "serving")["spec"]["template"]["metadata"][
-        "annotations"
-    ]
-    monitoring = _parse_text(
-        SERVING_CONFIG / "monitoring.config", _tf_serving_config_messages()["MonitoringConfig"]
-    )
+    annotations = _k8s_object(k8s_objects, "Deployment", "serving")["spec"]["template"]["metadata"]["annotations"]
+    monitoring = _parse_text(SERVING_CONFIG / "monitoring.config", _tf_serving_config_messages()["MonitoringConfig"])
     assert annotations["prometheus.io/path"] == monitoring.prometheus_config.path
     assert annotations["prometheus.io/port"] == "8501"

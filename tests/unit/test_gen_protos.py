@@ -60,9 +60,7 @@ def test_every_generated_module_uses_the_private_pool(fresh: Path) -> None:
         assert "Default()" not in text.replace("_symbol_database.Default()", ""), name
         imports = [line for line in text.splitlines() if line.startswith(("from ", "import "))]
         assert not [line for line in imports if line.split()[1].split(".")[0] in GENERATED_TOPS[1:]], name
-        assert not [line for line in imports if re.match(r"from google\.protobuf import \w+_pb2\b", line)], (
-            name
-        )
+        assert not [line for line in imports if re.match(r"from google\.protobuf import \w+_pb2\b", line)], name
 
 
 def test_check_mode_passes_on_the_committed_tree() -> None:

@@ -61,7 +61,7 @@ def test_keypoints_and_newer_fields_are_accepted() -> None:
         ('item {\n  id: 1\n  name: "dog"\n', "line 3"),  # unclosed brace: reported at the end
         ('item {\n  id: one\n  name: "dog"\n}', "line 2"),
         ('item {\n  id: 1\n  nmae: "dog"\n}', 'line 3, column 3: Message type "object_detection.protos.Str'),
-        ('itm {\n  id: 1\n}', "line 1"),
+        ("itm {\n  id: 1\n}", "line 1"),
         ('item { name: "dog" }', "item 1 has no id"),
         ('item { id: 1 name: "dog" }\nitem { id: 1 name: "cat" }', "item 2 repeats id 1"),
         ('item { id: 0 name: "dog" }', "id 0 is reserved for the background"),

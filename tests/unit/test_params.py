@@ -28,7 +28,9 @@ def test_long_bad_values_are_not_echoed_whole() -> None:
     assert len(str(raised.value)) < 120
 
 
-@pytest.mark.parametrize(("raw", "value"), [(None, False), ("true", True), ("TRUE", True), ("1", True), ("false", False)])
+@pytest.mark.parametrize(
+    ("raw", "value"), [(None, False), ("true", True), ("TRUE", True), ("1", True), ("false", False)]
+)
 def test_flags(raw: str | None, value: bool) -> None:
     """``true``/``false`` in any case (and 1/0) are flags; absent means false."""
     assert parse_flag("verbose", raw) is value

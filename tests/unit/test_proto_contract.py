@@ -161,9 +161,7 @@ def model_spec_label(api: Api) -> message.Message:
 
 def metadata_request(api: Api) -> message.Message:
     """The GetModelMetadata request the proxy sends at startup."""
-    return api.metadata.GetModelMetadataRequest(
-        model_spec={"name": "detector"}, metadata_field=["signature_def"]
-    )
+    return api.metadata.GetModelMetadataRequest(model_spec={"name": "detector"}, metadata_field=["signature_def"])
 
 
 def _signature_def_map(api: Api) -> message.Message:
@@ -205,9 +203,7 @@ def status_request(api: Api) -> message.Message:
 def status_response(api: Api) -> message.Message:
     """A GetModelStatus answer with one available version and one that failed to load."""
     response = api.status.GetModelStatusResponse()
-    response.model_version_status.add(
-        version=7, state=api.status.ModelVersionStatus.AVAILABLE
-    ).status.SetInParent()
+    response.model_version_status.add(version=7, state=api.status.ModelVersionStatus.AVAILABLE).status.SetInParent()
     failed = response.model_version_status.add(version=6, state=api.status.ModelVersionStatus.END)
     failed.status.error_code = 9  # FAILED_PRECONDITION
     failed.status.error_message = "Could not find SavedModel .pb or .pbtxt"
@@ -321,9 +317,7 @@ def _compare_field(
         yield from _compare_enum(field.enum_type, twin.enum_type)
 
 
-def _compare_message(
-    ours: descriptor.Descriptor, official: descriptor.Descriptor, seen: set[str]
-) -> Iterator[str]:
+def _compare_message(ours: descriptor.Descriptor, official: descriptor.Descriptor, seen: set[str]) -> Iterator[str]:
     """Yield every way a project message's declaration departs from the official one, recursing into types."""
     if ours.full_name in seen:
         return
@@ -362,9 +356,7 @@ def _compare_enum(ours: descriptor.EnumDescriptor, official: descriptor.EnumDesc
 def test_every_declared_message_matches_the_official_descriptor() -> None:
     """Every field the project declares has the official number, type, label, type name and options."""
     official_pool = descriptor_pool.Default()
-    _official_file(
-        "tensorflow_serving.apis.prediction_service_pb2", "tensorflow_serving/apis/prediction_service.proto"
-    )
+    _official_file("tensorflow_serving.apis.prediction_service_pb2", "tensorflow_serving/apis/prediction_service.proto")
     _official_file("tensorflow_serving.apis.model_service_pb2", "tensorflow_serving/apis/model_service.proto")
     problems: list[str] = []
     seen: set[str] = set()
@@ -406,9 +398,7 @@ def test_data_type_and_error_code_enums_are_complete() -> None:
     ],
     ids=["PredictionService", "ModelService"],
 )
-def test_grpc_methods_match_the_official_services(
-    ours: descriptor.FileDescriptor, module: str, path: str
-) -> None:
+def test_grpc_methods_match_the_official_services(ours: descriptor.FileDescriptor, module: str, path: str) -> None:
     """Each project gRPC method has the official full name, request and response types and streaming flags."""
     official = _official_file(module, path)
     for service in ours.services_by_name.values():

@@ -165,9 +165,7 @@ def test_decodes_tf_make_tensor_proto_like_tf_make_ndarray(array: np.ndarray[Any
         (_typed(tf_types_pb2.DT_UINT64, (1,), uint64_val=[2**64 - 1]), np.array([2**64 - 1], np.uint64)),
         (_typed(tf_types_pb2.DT_BOOL, (2,), bool_val=[True, False]), np.array([True, False])),
         (
-            _typed(
-                tf_types_pb2.DT_HALF, (2,), half_val=np.array([1.5, -2], np.float16).view(np.uint16).tolist()
-            ),
+            _typed(tf_types_pb2.DT_HALF, (2,), half_val=np.array([1.5, -2], np.float16).view(np.uint16).tolist()),
             np.array([1.5, -2], np.float16),
         ),
         (_typed(tf_types_pb2.DT_COMPLEX128, (1,), dcomplex_val=[3, -4]), np.array([3 - 4j], np.complex128)),
@@ -209,9 +207,7 @@ def test_fewer_typed_values_than_the_shape_repeat_the_last() -> None:
 
 def test_no_typed_values_mean_zeros() -> None:
     """A tensor with a non-empty shape and no values at all decodes to zeros (empty bytes for strings)."""
-    _assert_same(
-        tensor_proto_to_ndarray(_ours(_typed(tf_types_pb2.DT_FLOAT, (2, 2)))), np.zeros((2, 2), np.float32)
-    )
+    _assert_same(tensor_proto_to_ndarray(_ours(_typed(tf_types_pb2.DT_FLOAT, (2, 2)))), np.zeros((2, 2), np.float32))
     _assert_same(tensor_proto_to_ndarray(_ours(_typed(tf_types_pb2.DT_BOOL, (3,)))), np.zeros(3, bool))
     assert tensor_proto_to_ndarray(_ours(_typed(tf_types_pb2.DT_STRING, (2,)))).tolist() == [b"", b""]
 
@@ -252,9 +248,7 @@ def test_empty_tensors_decode_to_empty_arrays() -> None:
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
-def test_undecodable_tensors_raise_tensor_decode_error(
-    official: tf_tensor_pb2.TensorProto, message: str
-) -> None:
+def test_undecodable_tensors_raise_tensor_decode_error(official: tf_tensor_pb2.TensorProto, message: str) -> None:
     """Wrong value counts, content sizes, unknown shapes and unsupported dtypes raise TensorDecodeError."""
     with pytest.raises(TensorDecodeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         tensor_proto_to_ndarray(_ours(official))
