@@ -81,7 +81,7 @@ def _decode_body(settings: Settings) -> Any:
     """The request body decoded to an RGB array; the Content-Type only matters when the bytes do not decode."""
     data = request.get_data(cache=False)
     try:
-        return decode_image(data, max_pixels=settings.max_image_pixels)
+        return decode_image(data, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     except InvalidImage as exc:
         declared = (request.mimetype or "").lower()
         if data and declared not in _NEUTRAL_TYPES and not declared.startswith("image/"):

@@ -16,8 +16,12 @@ _BACKGROUND = (255, 255, 255)
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError)
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+def decode_image(data: bytes, *, max_pixels: int, max_side: int = 0) -> np.ndarray:
     """Decode image bytes into an ``(height, width, 3)`` uint8 RGB array, EXIF orientation applied.
+
+    With ``max_side`` > 0, images whose longer side exceeds it are scaled down to fit: JPEGs are decoded at a
+    reduced DCT scale to begin with (Pillow's draft mode), which skips most of the decoding work. Detectors resize
+    their input to a few hundred pixels anyway and boxes are normalized, so answers stay put.
 
     Raises ``InvalidImage`` for bytes that are not a decodable image and ``PayloadTooLarge`` for images whose
     header declares more than ``max_pixels`` pixels (checked before any pixel is decoded).
@@ -34,9 +38,16 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
                 raise PayloadTooLarge(
                     f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} (MAX_IMAGE_PIXELS)"
                 )
+            target = fit_within((width, height), max_side)
+            if target != (width, height):
+                image.draft(image.mode, target)  # JPEG only (a no-op otherwise): decode at 1/2, 1/4 or 1/8 scale
             image.load()  # decodes the first frame only; animated images answer for their first frame
             image = ImageOps.exif_transpose(image) or image
-            return to_rgb_array(image)
+            rgb = to_rgb(image)
+            target = fit_within(rgb.size, max_side)
+            if target != rgb.size:
+                rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
     except PayloadTooLarge:
         raise
     except Image.DecompressionBombError as exc:
@@ -45,8 +56,18 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         raise InvalidImage(f"cannot decode image: {_reason(exc)}") from None
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Convert any Pillow mode to a contiguous ``(h, w, 3)`` uint8 RGB array."""
+def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` scaled down, aspect kept, so its longer side is at most ``max_side`` (0: no limit)."""
+    width, height = size
+    longest = max(width, height)
+    if max_side <= 0 or longest <= max_side:
+        return size
+    scale = max_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: wide grayscale scaled to 8 bits, alpha composited onto white."""
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         # Wide grayscale: scale to 8 bits instead of clipping, so a 16-bit image keeps its contrast.
@@ -58,7 +79,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
             gray = (
                 (np.clip(wide, 0, 65535) >> 8).astype(np.uint8) if wide.max(initial=0) > 255 else wide.astype(np.uint8)
             )
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+        return Image.fromarray(np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2)))
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
         mode = "RGBA"
@@ -68,7 +89,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
         image = Image.alpha_composite(background, rgba)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
+    return image
 
 
 def _reason(exc: BaseException) -> str:

@@ -35,6 +35,7 @@ class Settings:
     request_timeout_s: float = 10.0
     max_body_bytes: int = 20 * MB
     max_image_pixels: int = 50_000_000
+    max_image_side: int = 1024  # 0: decode at full resolution
     workers: int = 1
     threads: int = 8
     log_level: str = "info"
@@ -78,6 +79,7 @@ class Settings:
             request_timeout_s=reader.positive_float("REQUEST_TIMEOUT_S", 10.0),
             max_body_bytes=reader.integer("MAX_BODY_BYTES", 20 * MB, minimum=1),
             max_image_pixels=reader.integer("MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
+            max_image_side=reader.integer("MAX_IMAGE_SIDE", 1024, minimum=0),
             workers=reader.integer("WEB_CONCURRENCY", default_workers, minimum=1, maximum=64),
             threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=256),
             log_level=(reader.text("LOG_LEVEL") or "info").lower(),

@@ -238,3 +238,23 @@ def test_malformed_label_map_stops_startup_with_one_line(demo_model_dir: Path, t
     assert len(lines) == 1
     assert f"{broken}: line 4" in lines[0]
     assert 'no field named "colour"' in lines[0]
+
+
+def test_large_jpeg_answers_as_at_full_size(
+    embedded_proxy: HttpServer, run_frozen_graph: Callable[[np.ndarray], dict[str, np.ndarray]]
+) -> None:
+    """A 4000x3000 JPEG, decoded at reduced scale (MAX_IMAGE_SIDE), answers as the full-size image run directly."""
+    image, _ = random_scene(seed=21, size=(4000, 3000))
+    body = encode(image, "JPEG")
+    reference = run_frozen_graph(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")))
+    for threshold in [0.5, 0.75]:
+        counts = requests.post(f"{embedded_proxy.url}/classify", params={"threshold": threshold}, data=body, timeout=60)
+        assert counts.json() == seed_answer(reference, threshold, verbose=False)
+    verbose = requests.post(f"{embedded_proxy.url}/classify?verbose=true&threshold=0.5", data=body, timeout=60).json()
+    expected = seed_answer(reference, 0.5, verbose=True)
+    assert sorted(d["class"] for d in verbose) == sorted(d["class"] for d in expected)
+    by_box = sorted(expected, key=lambda d: (d["class"], d["y1"], d["x1"]))
+    for got, want in zip(sorted(verbose, key=lambda d: (d["class"], d["y1"], d["x1"])), by_box, strict=True):
+        for key in ("x1", "y1", "x2", "y2"):
+            assert got[key] == pytest.approx(want[key], abs=0.02)  # the demo's grid resolution is 1/128
+        assert got["score"] == pytest.approx(want["score"], abs=0.05)
