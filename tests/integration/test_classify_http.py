@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import requests
 from PIL import Image
 
 from demo_model import CLASSES, random_scene
+from tests.support.answers import assert_same_answer
 from tests.support.processes import HttpServer, proxy_server
 
 NAMES = {class_id: name.title() for class_id, name, _ in CLASSES}
@@ -43,15 +46,6 @@ def seed_answer(outputs: dict[str, np.ndarray], threshold: float, *, verbose: bo
     if not verbose:
         return dict(Counter(name for name, _, _ in kept))
     return [{"class": n, "score": s, "x1": b[1], "y1": b[0], "x2": b[3], "y2": b[2]} for n, s, b in kept]
-
-
-def assert_verbose_equal(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
-    """Same detections in the same order; scores and coordinates within 1e-4."""
-    assert [d["class"] for d in actual] == [d["class"] for d in expected]
-    for got, want in zip(actual, expected, strict=True):
-        assert list(got) == ["class", "score", "x1", "y1", "x2", "y2"]
-        for key in ("score", "x1", "y1", "x2", "y2"):
-            assert got[key] == pytest.approx(want[key], abs=1e-4)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
@@ -87,7 +81,7 @@ def test_answers_match_the_frozen_graph_run_directly(
             timeout=30,
         )
         assert verbose.status_code == 200, verbose.text
-        assert_verbose_equal(verbose.json(), seed_answer(reference, threshold, verbose=True))
+        assert_same_answer(verbose.json(), seed_answer(reference, threshold, verbose=True))
 
 
 def test_default_threshold_is_075_and_strict(
@@ -258,3 +252,65 @@ def test_large_jpeg_answers_as_at_full_size(
         for key in ("x1", "y1", "x2", "y2"):
             assert got[key] == pytest.approx(want[key], abs=0.02)  # the demo's grid resolution is 1/128
         assert got["score"] == pytest.approx(want["score"], abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def keyed_proxy(demo_model_dir: Path, model_base: Path) -> Iterator[HttpServer]:
+    """The proxy with API_KEY set."""
+    env = {"MODEL_DIR": str(demo_model_dir), "MODEL_BASE_PATH": str(model_base), "API_KEY": "s3cret-key"}
+    with proxy_server(env) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"X-API-Key": "s3cret-ke"}, 401),
+        ({"Authorization": "Basic czNjcmV0LWtleQ=="}, 401),
+        ({"Authorization": "Bearer s3cret-key"}, 200),
+        ({"authorization": "bearer s3cret-key"}, 200),
+        ({"X-API-Key": "s3cret-key"}, 200),
+    ],
+)
+def test_api_key_guards_classify(
+    keyed_proxy: HttpServer, demo_model_dir: Path, headers: dict[str, str], status: int
+) -> None:
+    """With API_KEY set, /classify needs the key as a Bearer token or X-API-Key; 401 JSON otherwise."""
+    body = (demo_model_dir / "demo.jpg").read_bytes()
+    response = requests.post(f"{keyed_proxy.url}/classify", data=body, headers=headers, timeout=30)
+    assert response.status_code == status
+    if status == 401:
+        assert "API key" in response.json()["error"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_api_key_leaves_probes_open(keyed_proxy: HttpServer) -> None:
+    """Health and readiness probes need no key."""
+    assert requests.get(f"{keyed_proxy.url}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{keyed_proxy.url}/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "message"),
+    [
+        (b"GET /classify?x=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "Request Line is too large"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "Request Header Fields"),
+        (b"GARBAGE\r\n\r\n", 400, "Bad Request"),
+    ],
+    ids=["long-query", "long-header", "garbage"],
+)
+def test_requests_gunicorn_refuses_get_json_too(
+    embedded_proxy: HttpServer, raw: bytes, status: int, message: str
+) -> None:
+    """Requests gunicorn itself refuses (over-long query string, header, garbage) get JSON errors too."""
+    with socket.create_connection(("127.0.0.1", embedded_proxy.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Content-Type: application/json" in head
+    assert message in json.loads(body)["error"]
