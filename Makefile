@@ -64,7 +64,7 @@ logs:  ## follow the compose stack's logs
 	$(COMPOSE) logs -f
 
 lock: $(STAMP)  ## re-pin every transitive dependency into requirements.lock from the current .venv
-	$(BIN)/python -m pip freeze --exclude-editable --exclude classifyobjects > requirements.lock
+	$(BIN)/python -m pip list --format=freeze --exclude-editable --exclude classifyobjects --exclude pip > requirements.lock
 
 clean:  ## remove .venv, converted models and caches (static/ is yours and stays)
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache *.egg-info
