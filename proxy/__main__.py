@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -34,7 +39,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "bind": [f"{settings.host}:{settings.port}"],
         # Threads, not processes: a request spends its time waiting on the model (in TF's own thread pool or
         # over gRPC), which releases the GIL, and threads share one loaded model per worker.
-        "worker_class": "gthread",
+        "worker_class": "proxy.worker.JsonErrorThreadWorker",
         "workers": settings.workers,
         "threads": settings.threads,
         # The worker must outlive the longest legitimate request: the backend deadline plus decoding time.
@@ -42,25 +47,52 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "graceful_timeout": int(settings.request_timeout_s) + 5,
         "keepalive": 75,
         "loglevel": settings.log_level,
-        "accesslog": "-",
+        # The app writes one JSON line per request itself (proxy/observability.py), with its request id.
+        "accesslog": None,
         "errorlog": "-",
         "limit_request_line": 8190,
         "proc_name": "classifyobjects-proxy",
+        # No control socket: nothing here uses gunicornc, and it would write under $HOME (read-only in containers).
+        "control_socket_disable": True,
+        "child_exit": _worker_exited,
     }
+
+
+def _worker_exited(_server: Any, worker: Any) -> None:
+    """Let Prometheus' multiprocess collector drop a dead worker's live series."""
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """A fresh directory for Prometheus' per-worker files, so /metrics sums every worker (removed at exit)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="classifyobjects-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def main() -> int:
     """Start the server; a configuration error is one line on stderr and exit status 2."""
-    try:
-        settings = Settings.from_env()
-        # Check the label map before forking workers, so a malformed one stops the server with one clear line.
-        from proxy.labels import load_label_map
+    with _metrics_directory():
+        try:
+            settings = Settings.from_env()
+            # Check the label map before forking workers, so a malformed one stops the server with one clear line.
+            from proxy.labels import load_label_map
 
-        load_label_map(settings.label_map_path)
-    except ConfigError as exc:
-        print(f"proxy: configuration error: {exc}", file=sys.stderr)
-        return 2
-    _Server(settings).run()
+            load_label_map(settings.label_map_path)
+        except ConfigError as exc:
+            print(f"proxy: configuration error: {exc}", file=sys.stderr)
+            return 2
+        _Server(settings).run()
     return 0
 
 

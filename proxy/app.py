@@ -1,27 +1,27 @@
-"""The Flask application factory and its routes."""
+"""The Flask application factory: services, blueprints, API key, request ids, metrics and JSON errors."""
 
 from __future__ import annotations
 
+import hmac
 import logging
-from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from proxy.backends import Backend, make_backend
-from proxy.detections import count_by_class, verbose_list
-from proxy.errors import InvalidImage, ProxyError, UnsupportedMediaType
-from proxy.images import decode_image
+from proxy.deepstack import deepstack
+from proxy.errors import ProxyError, Unauthorized
 from proxy.labels import LabelMap, load_label_map
-from proxy.params import parse_flag, parse_threshold
+from proxy.observability import configure_access_log, finish_request, start_request
+from proxy.pipeline import Services
+from proxy.routes import STATIC, api
 from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Content types under which a client may well be sending an image without saying so precisely: curl's
-# --data-binary default (form-urlencoded), generic binary, or none at all.
-_NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "application/x-www-form-urlencoded"})
+# Probes, the page and the API description stay open: orchestrators and people need them before they hold a key.
+_OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "api.openapi", "api.page", "static"})
 
 
 def create_app(
@@ -35,61 +35,55 @@ def create_app(
     labels = labels or load_label_map(settings.label_map_path)
     backend = backend or make_backend(settings)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers keep the model's score order
-    app.extensions["classifyobjects"] = {"settings": settings, "backend": backend, "labels": labels}
+    app.extensions["classifyobjects"] = Services(settings=settings, backend=backend, labels=labels)
+    app.register_blueprint(api)
+    app.register_blueprint(deepstack)
 
-    @app.post("/classify")
-    def classify() -> Response:
-        threshold = parse_threshold(request.args.get("threshold"), settings.default_threshold)
-        verbose = parse_flag("verbose", request.args.get("verbose"))
-        image = _decode_body(settings)
-        detections = backend.predict(image)
-        if verbose:
-            return jsonify(verbose_list(detections, labels, threshold))
-        return jsonify(count_by_class(detections, labels, threshold))
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return jsonify({"status": "ok"})
-
-    @app.get("/readyz")
-    def readyz() -> tuple[Response, int]:
-        status = backend.status()
-        body: dict[str, Any] = {
-            "ready": status.ready,
-            "model": settings.model_name,
-            "version": status.version,
-        }
-        if not status.ready:
-            body["error"] = status.detail
-        return jsonify(body), 200 if status.ready else 503
-
+    configure_access_log()
+    app.before_request(start_request)
+    if settings.api_key:
+        _require_api_key(app, settings.api_key)
+    app.after_request(_security_headers)
+    app.after_request(finish_request)
     _register_error_handlers(app)
-
-    @app.after_request
-    def security_headers(response: Response) -> Response:
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
 
     backend.start()
     return app
 
 
-def _decode_body(settings: Settings) -> Any:
-    """The request body decoded to an RGB array; the Content-Type only matters when the bytes do not decode."""
-    data = request.get_data(cache=False)
-    try:
-        return decode_image(data, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
-    except InvalidImage as exc:
-        declared = (request.mimetype or "").lower()
-        if data and declared not in _NEUTRAL_TYPES and not declared.startswith("image/"):
-            raise UnsupportedMediaType(
-                f"Content-Type {declared} is not an image type and the body is not a decodable image; "
-                "send image/jpeg or image/png bytes"
-            ) from None
-        raise exc from None
+def _security_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _require_api_key(app: Flask, api_key: str) -> None:
+    expected = api_key.encode()
+
+    @app.before_request
+    def check_api_key() -> None:
+        if request.endpoint in _OPEN_ENDPOINTS or request.endpoint is None:
+            return  # unknown paths still answer 404, not 401
+        authorization = request.headers.get("Authorization", "")
+        offered = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+        offered = offered or request.headers.get("X-API-Key", "")
+        if not offered and request.blueprint == "deepstack":
+            offered = request.form.get("api_key", "")  # how DeepStack clients send it
+        # compare_digest: the time taken does not tell an attacker how much of the key was right.
+        if not hmac.compare_digest(offered.encode(), expected):
+            raise Unauthorized(
+                "missing or wrong API key: send Authorization: Bearer KEY or X-API-Key: KEY",
+                headers={"WWW-Authenticate": 'Bearer realm="classifyobjects"'},
+            )
+
+
+def _error_body(message: str) -> dict[str, object]:
+    # DeepStack clients look for "success"; everyone else gets the API's {"error": ...}.
+    if request.blueprint == "deepstack":
+        return {"success": False, "error": message}
+    return {"error": message}
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -97,20 +91,20 @@ def _register_error_handlers(app: Flask) -> None:
     def proxy_error(exc: ProxyError) -> tuple[Response, int, dict[str, str]]:
         if exc.status >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status, exc.message)
-        return jsonify({"error": exc.message}), exc.status, exc.headers
+        return jsonify(_error_body(exc.message)), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> WerkzeugResponse:
         # werkzeug's own 404/405/413...: same status and headers (Allow on 405), JSON instead of HTML.
         response = exc.get_response()
-        response.data = jsonify({"error": _http_message(exc)}).get_data()
+        response.data = jsonify(_error_body(_http_message(exc))).get_data()
         response.content_type = "application/json"
         return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify({"error": "internal error; the server log has the details"}), 500
+        return jsonify(_error_body("internal error; the server log has the details")), 500
 
 
 def _http_message(exc: HTTPException) -> str:
@@ -120,6 +114,5 @@ def _http_message(exc: HTTPException) -> str:
     if code == 405:
         return f"method {request.method} not allowed on {request.path}"
     if code == 413:
-        limit = request.max_content_length
-        return f"request body too large; the limit is {limit} bytes (MAX_BODY_BYTES)"
+        return f"request body too large; the limit is {request.max_content_length} bytes (MAX_BODY_BYTES)"
     return exc.description or exc.name

@@ -55,6 +55,11 @@ class Detections:
         keep = self.scores > threshold
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
 
+    def of_classes(self, names: frozenset[str], labels: LabelMap) -> Detections:
+        """The detections whose class name (case-insensitive) is in ``names``, order kept."""
+        keep = np.array([labels.name(int(c)).lower() in names for c in self.classes.tolist()], dtype=bool)
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
+
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from proxy.errors import InvalidImage, PayloadTooLarge
 
@@ -16,8 +17,22 @@ _BACKGROUND = (255, 255, 255)
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError)
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded request image: what the model gets, and the picture as the client sent it."""
+
+    pixels: np.ndarray  # (h, w, 3) uint8 RGB, scaled to fit MAX_IMAGE_SIDE
+    size: tuple[int, int]  # (width, height) of the EXIF-oriented original
+    original: Image.Image | None = None  # the full-size oriented RGB picture, when asked for (to draw on)
+
+
 def decode_image(data: bytes, *, max_pixels: int, max_side: int = 0) -> np.ndarray:
-    """Decode image bytes into an ``(height, width, 3)`` uint8 RGB array, EXIF orientation applied.
+    """The model's ``(height, width, 3)`` uint8 RGB array for image bytes; see ``decode``."""
+    return decode(data, max_pixels=max_pixels, max_side=max_side).pixels
+
+
+def decode(data: bytes, *, max_pixels: int, max_side: int = 0, keep_original: bool = False) -> DecodedImage:
+    """Decode image bytes into the model's ``(height, width, 3)`` uint8 RGB array, EXIF orientation applied.
 
     With ``max_side`` > 0, images whose longer side exceeds it are scaled down to fit: JPEGs are decoded at a
     reduced DCT scale to begin with (Pillow's draft mode), which skips most of the decoding work. Detectors resize
@@ -39,15 +54,21 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int = 0) -> np.ndarr
                     f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} (MAX_IMAGE_PIXELS)"
                 )
             target = fit_within((width, height), max_side)
-            if target != (width, height):
+            if target != (width, height) and not keep_original:
                 image.draft(image.mode, target)  # JPEG only (a no-op otherwise): decode at 1/2, 1/4 or 1/8 scale
             image.load()  # decodes the first frame only; animated images answer for their first frame
+            # The size the client sees once EXIF orientation is applied (orientations 5-8 swap the axes).
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+            oriented = (height, width) if turned else (width, height)
             image = ImageOps.exif_transpose(image) or image
             rgb = to_rgb(image)
             target = fit_within(rgb.size, max_side)
-            if target != rgb.size:
-                rgb = rgb.resize(target, Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+            model_input = rgb.resize(target, Image.Resampling.BILINEAR) if target != rgb.size else rgb
+            return DecodedImage(
+                pixels=np.asarray(model_input, dtype=np.uint8),
+                size=oriented,
+                original=rgb if keep_original else None,
+            )
     except PayloadTooLarge:
         raise
     except Image.DecompressionBombError as exc:

@@ -89,6 +89,11 @@ class LabelMap:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def lower_names(self) -> frozenset[str]:
+        """Every class name, lower-cased (what ``classes=`` filters match against)."""
+        return frozenset(name.lower() for name in self.names.values())
+
 
 def parse_label_map(text: str, *, source: str = "label map") -> LabelMap:
     """Parse label-map text, raising ``ConfigError`` that names the source and line of the first problem."""

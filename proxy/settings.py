@@ -39,6 +39,7 @@ class Settings:
     workers: int = 1
     threads: int = 8
     log_level: str = "info"
+    api_key: str | None = None  # when set, /classify needs it (Authorization: Bearer KEY or X-API-Key: KEY)
 
     @property
     def label_map_path(self) -> Path:
@@ -83,6 +84,7 @@ class Settings:
             workers=reader.integer("WEB_CONCURRENCY", default_workers, minimum=1, maximum=64),
             threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=256),
             log_level=(reader.text("LOG_LEVEL") or "info").lower(),
+            api_key=reader.text("API_KEY"),
         )
         return settings
 

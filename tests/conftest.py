@@ -46,6 +46,17 @@ def embedded_proxy(demo_model_dir: Path, model_base: Path) -> Iterator[HttpServe
         yield server
 
 
+API_KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="session")
+def keyed_proxy(demo_model_dir: Path, model_base: Path) -> Iterator[HttpServer]:
+    """The proxy with API_KEY set to ``API_KEY``."""
+    env = {"MODEL_DIR": str(demo_model_dir), "MODEL_BASE_PATH": str(model_base), "API_KEY": API_KEY}
+    with proxy_server(env) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def run_frozen_graph(demo_model_dir: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Run the frozen graph directly with a TF1 session, as the seed service did: image → raw outputs."""

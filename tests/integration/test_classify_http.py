@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -252,14 +252,6 @@ def test_large_jpeg_answers_as_at_full_size(
         for key in ("x1", "y1", "x2", "y2"):
             assert got[key] == pytest.approx(want[key], abs=0.02)  # the demo's grid resolution is 1/128
         assert got["score"] == pytest.approx(want["score"], abs=0.05)
-
-
-@pytest.fixture(scope="module")
-def keyed_proxy(demo_model_dir: Path, model_base: Path) -> Iterator[HttpServer]:
-    """The proxy with API_KEY set."""
-    env = {"MODEL_DIR": str(demo_model_dir), "MODEL_BASE_PATH": str(model_base), "API_KEY": "s3cret-key"}
-    with proxy_server(env) as server:
-        yield server
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,50 @@
+"""Detections drawn onto the picture: boxes, labels and scores. Pure: image in, image out."""
+
+from __future__ import annotations
+
+import colorsys
+import io
+
+from PIL import Image, ImageDraw, ImageFont
+
+from proxy.detections import Detections
+from proxy.labels import LabelMap
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """A stable, saturated colour per class id (golden-ratio hue steps keep neighbours apart)."""
+    hue = (class_id * 0.618033988749895) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
+def annotate(image: Image.Image, detections: Detections, labels: LabelMap) -> Image.Image:
+    """A copy of the RGB ``image`` with each detection's box and ``Name 0.93`` drawn on it."""
+    canvas = image.copy()
+    draw = ImageDraw.Draw(canvas)
+    width, height = canvas.size
+    line = max(2, round(min(width, height) / 250))
+    font = ImageFont.load_default(size=max(12, round(min(width, height) / 40)))
+    rows = zip(detections.boxes.tolist(), detections.scores.tolist(), detections.classes.tolist(), strict=True)
+    for (ymin, xmin, ymax, xmax), score, class_id in rows:
+        rect = (xmin * width, ymin * height, xmax * width, ymax * height)
+        colour = class_colour(int(class_id))
+        draw.rectangle(rect, outline=colour, width=line)
+        text = f"{labels.name(int(class_id))} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        label_height = bottom - top + 2 * line
+        # The label sits above the box, or inside its top edge when the box touches the top of the picture.
+        label_y = rect[1] - label_height if rect[1] >= label_height else rect[1]
+        draw.rectangle((rect[0], label_y, rect[0] + right - left + 2 * line, label_y + label_height), fill=colour)
+        draw.text((rect[0] + line, label_y + line - top), text, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """The picture as JPEG (quality 90) or PNG bytes."""
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()

@@ -1,0 +1,37 @@
+"""A DeepStack-compatible detection route, so Home Assistant, Blue Iris and other DeepStack/CodeProject.AI
+clients work unchanged: ``POST /v1/vision/detection`` with the picture in the multipart field ``image``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from proxy.params import parse_confidence
+from proxy.pipeline import detect, image_bytes, services
+
+deepstack = Blueprint("deepstack", __name__)
+
+DEFAULT_MIN_CONFIDENCE = 0.45  # DeepStack's own default
+
+
+@deepstack.post("/v1/vision/detection")
+def detection() -> Response:
+    """DeepStack's answer: lower-case labels, confidences and boxes in pixels of the picture as sent."""
+    min_confidence = parse_confidence(request.form.get("min_confidence"), DEFAULT_MIN_CONFIDENCE)
+    image, detections = detect(image_bytes())
+    width, height = image.size
+    labels = services().labels
+    kept = detections.above(min_confidence)
+    predictions = [
+        {
+            "label": labels.name(int(class_id)).lower(),
+            "confidence": score,
+            "y_min": round(ymin * height),
+            "x_min": round(xmin * width),
+            "y_max": round(ymax * height),
+            "x_max": round(xmax * width),
+        }
+        for (ymin, xmin, ymax, xmax), score, class_id in zip(
+            kept.boxes.tolist(), kept.scores.tolist(), kept.classes.tolist(), strict=True
+        )
+    ]
+    return jsonify({"success": True, "predictions": predictions})
