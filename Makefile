@@ -20,7 +20,7 @@ COMPOSE ?= docker compose
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run model convert test lint fix bench up down logs lock protos clean
+.PHONY: help install browser run model convert test lint fix bench up down logs lock protos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,14 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[$(EXTRAS)]'
 	touch $@
 
+browser:  ## install Debian's chromium for the page's browser test (as root; the test is skipped without it)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else \
+	    echo "chromium is missing and this is not root: run 'sudo apt-get install chromium' for the browser test"; \
+	  fi; }
+
 model: $(STAMP)  ## write the demo model into MODEL_DIR when it has none
 	@if [ ! -e "$(MODEL_INPUT)" ]; then $(BIN)/python -m demo_model "$(MODEL_DIR)"; fi
 
@@ -41,7 +49,7 @@ convert: model  ## convert MODEL_DIR's model into MODEL_BASE_PATH unless that ve
 run: convert  ## install, convert, and serve on PORT (embedded TensorFlow unless SERVING_ADDRESS is set)
 	$(BIN)/python -m proxy
 
-test: $(STAMP)  ## install, then run the lint checks and the whole test suite
+test: $(STAMP) browser  ## install, then run the lint checks and the whole test suite
 	$(BIN)/ruff check proxy converter demo_model tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
