@@ -88,7 +88,8 @@ def main() -> int:
             # Check the label map before forking workers, so a malformed one stops the server with one clear line.
             from proxy.labels import load_label_map
 
-            load_label_map(settings.label_map_path)
+            for model in settings.model_configs:
+                load_label_map(model.label_map)
         except ConfigError as exc:
             print(f"proxy: configuration error: {exc}", file=sys.stderr)
             return 2

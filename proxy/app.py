@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from proxy.backends import Backend, make_backend
+from proxy.backends import Backend, make_backends
 from proxy.deepstack import deepstack
 from proxy.errors import ProxyError, Unauthorized
 from proxy.labels import LabelMap, load_label_map
 from proxy.observability import configure_access_log, finish_request, start_request
-from proxy.pipeline import Services
+from proxy.pipeline import Model, Services
 from proxy.routes import STATIC, api
 from proxy.settings import Settings
 
@@ -27,18 +28,28 @@ _OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "api.openapi", "api.pa
 def create_app(
     settings: Settings | None = None,
     *,
-    backend: Backend | None = None,
-    labels: LabelMap | None = None,
+    backends: Mapping[str, Backend] | None = None,
+    labels: Mapping[str, LabelMap] | None = None,
 ) -> Flask:
-    """Build the app: settings from the environment unless given; the label map is read (and checked) now."""
+    """Build the app: settings from the environment unless given; label maps are read (and checked) now.
+
+    ``backends`` and ``labels``, by model name, replace what the settings would build (for tests).
+    """
     settings = settings or Settings.from_env()
-    labels = labels or load_label_map(settings.label_map_path)
-    backend = backend or make_backend(settings)
+    backends = backends or make_backends(settings)
+    models = {
+        config.name: Model(
+            name=config.name,
+            backend=backends[config.name],
+            labels=labels[config.name] if labels else load_label_map(config.label_map),
+        )
+        for config in settings.model_configs
+    }
 
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers keep the model's score order
-    app.extensions["classifyobjects"] = Services(settings=settings, backend=backend, labels=labels)
+    app.extensions["classifyobjects"] = Services(settings=settings, models=models)
     app.register_blueprint(api)
     app.register_blueprint(deepstack)
 
@@ -50,7 +61,8 @@ def create_app(
     app.after_request(finish_request)
     _register_error_handlers(app)
 
-    backend.start()
+    for model in models.values():
+        model.backend.start()
     return app
 
 

@@ -15,11 +15,23 @@ DEFAULT_MIN_CONFIDENCE = 0.45  # DeepStack's own default
 
 @deepstack.post("/v1/vision/detection")
 def detection() -> Response:
-    """DeepStack's answer: lower-case labels, confidences and boxes in pixels of the picture as sent."""
+    """DeepStack's answer from the default model."""
+    return _detect(None)
+
+
+@deepstack.post("/v1/vision/custom/<name>")
+def custom(name: str) -> Response:
+    """DeepStack's custom-model route: the same answer from the model called ``name``."""
+    return _detect(name)
+
+
+def _detect(model_name: str | None) -> Response:
+    """Lower-case labels, confidences and boxes in pixels of the picture as sent."""
+    model = services().model(model_name)
     min_confidence = parse_confidence(request.form.get("min_confidence"), DEFAULT_MIN_CONFIDENCE)
-    image, detections = detect(image_bytes())
+    image, detections = detect(image_bytes(), model)
     width, height = image.size
-    labels = services().labels
+    labels = model.labels
     kept = detections.above(min_confidence)
     predictions = [
         {

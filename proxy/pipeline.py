@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import current_app, request
 
 from proxy.backends import Backend
 from proxy.detections import Detections
-from proxy.errors import InvalidImage, InvalidParameter, UnsupportedMediaType
+from proxy.errors import InvalidImage, InvalidParameter, NotFound, UnsupportedMediaType
 from proxy.images import DecodedImage, decode
 from proxy.labels import LabelMap
 from proxy.observability import BACKEND_SECONDS, DECODE_SECONDS, IMAGE_BYTES, IMAGE_PIXELS
@@ -23,12 +24,34 @@ _NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "application/x-www-f
 
 
 @dataclass(frozen=True)
+class Model:
+    """One served model: its name, the backend that runs it and its label map."""
+
+    name: str
+    backend: Backend
+    labels: LabelMap
+
+
+@dataclass(frozen=True)
 class Services:
     """What the routes work with, built once by the app factory."""
 
     settings: Settings
-    backend: Backend
-    labels: LabelMap
+    models: Mapping[str, Model]  # in configuration order: the first is the default
+
+    @property
+    def default(self) -> Model:
+        """The model answering requests that name none."""
+        return next(iter(self.models.values()))
+
+    def model(self, name: str | None) -> Model:
+        """The model called ``name`` (None: the default), or ``NotFound`` naming the ones there are."""
+        if name is None:
+            return self.default
+        found = self.models.get(name)
+        if found is None:
+            raise NotFound(f"unknown model {name[:64]!r}; this server has: {', '.join(self.models)}")
+        return found
 
 
 def services() -> Services:
@@ -48,10 +71,9 @@ def image_bytes() -> bytes:
     return request.get_data(cache=False)
 
 
-def detect(data: bytes, *, keep_original: bool = False) -> tuple[DecodedImage, Detections]:
-    """Decode the image and run it through the backend, timing both."""
-    found = services()
-    settings = found.settings
+def detect(data: bytes, model: Model, *, keep_original: bool = False) -> tuple[DecodedImage, Detections]:
+    """Decode the image and run it through the model's backend, timing both."""
+    settings = services().settings
     started = time.perf_counter()
     try:
         image = decode(
@@ -72,6 +94,6 @@ def detect(data: bytes, *, keep_original: bool = False) -> tuple[DecodedImage, D
     DECODE_SECONDS.observe(decoded_at - started)
     IMAGE_BYTES.observe(len(data))
     IMAGE_PIXELS.observe(image.size[0] * image.size[1])
-    detections = found.backend.predict(image.pixels)
-    BACKEND_SECONDS.labels(model=settings.model_name).observe(time.perf_counter() - decoded_at)
+    detections = model.backend.predict(image.pixels)
+    BACKEND_SECONDS.labels(model=model.name).observe(time.perf_counter() - decoded_at)
     return image, detections

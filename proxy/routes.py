@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request, send_from_directory
 
 from proxy.annotate import annotate, encode
 from proxy.detections import count_by_class, verbose_list
+from proxy.errors import ProxyError
 from proxy.observability import metrics_payload
 from proxy.params import parse_classes, parse_flag, parse_format, parse_threshold
 from proxy.pipeline import detect, image_bytes, services
@@ -24,21 +25,23 @@ _IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 def classify() -> Response:
     """Counts, verbose detections or the annotated picture for the posted image."""
     found = services()
+    model = found.model(request.args.get("model"))
+    labels = model.labels
     threshold = parse_threshold(request.args.get("threshold"), found.settings.default_threshold)
     verbose = parse_flag("verbose", request.args.get("verbose"))
-    classes = parse_classes(request.args.get("classes"), found.labels.lower_names)
+    classes = parse_classes(request.args.get("classes"), labels.lower_names)
     output = parse_format(request.args.get("format"), _accepted_image_format())
-    image, detections = detect(image_bytes(), keep_original=output != "json")
+    image, detections = detect(image_bytes(), model, keep_original=output != "json")
     kept = detections.above(threshold)
     if classes is not None:
-        kept = kept.of_classes(classes, found.labels)
+        kept = kept.of_classes(classes, labels)
     if output != "json":
         assert image.original is not None
-        picture = annotate(image.original, kept, found.labels)
+        picture = annotate(image.original, kept, labels)
         return Response(encode(picture, output), mimetype=f"image/{output.lower()}")
     if verbose:
-        return jsonify(verbose_list(kept, found.labels, threshold))
-    return jsonify(count_by_class(kept, found.labels, threshold))
+        return jsonify(verbose_list(kept, labels, threshold))
+    return jsonify(count_by_class(kept, labels, threshold))
 
 
 def _accepted_image_format() -> str | None:
@@ -64,13 +67,33 @@ def healthz() -> Response:
 
 @api.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Readiness: the model can answer now."""
+    """Readiness: every model can answer now. The body names the default model and its version."""
     found = services()
-    status = found.backend.status()
-    body: dict[str, Any] = {"ready": status.ready, "model": found.settings.model_name, "version": status.version}
-    if not status.ready:
-        body["error"] = status.detail
-    return jsonify(body), 200 if status.ready else 503
+    statuses = {name: model.backend.status() for name, model in found.models.items()}
+    default = statuses[found.default.name]
+    ready = all(status.ready for status in statuses.values())
+    body: dict[str, Any] = {"ready": ready, "model": found.default.name, "version": default.version}
+    if not ready:
+        body["error"] = "; ".join(f"{name}: {s.detail}" for name, s in statuses.items() if not s.ready)
+    return jsonify(body), 200 if ready else 503
+
+
+@api.get("/v1/models")
+def models() -> Response:
+    """Every model served, the default first, with its versions and their states."""
+    listing = []
+    for name, model in services().models.items():
+        entry: dict[str, Any] = {"name": name, "default": name == services().default.name, "classes": len(model.labels)}
+        try:
+            entry["versions"] = [
+                {"version": v.version, "state": v.state, **({"error": v.error} if v.error else {})}
+                for v in model.backend.versions()
+            ]
+        except ProxyError as exc:
+            entry["versions"] = []
+            entry["error"] = exc.message
+        listing.append(entry)
+    return jsonify({"models": listing})
 
 
 @api.get("/metrics")

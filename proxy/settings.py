@@ -18,6 +18,15 @@ def _cpu_count() -> int:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """One model the proxy serves: its name in TF Serving, its versions on disk (embedded mode), its label map."""
+
+    name: str
+    base_path: Path
+    label_map: Path
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the proxy can be configured with; ``Settings.from_env()`` is the only reader of ``os.environ``."""
 
@@ -40,11 +49,19 @@ class Settings:
     threads: int = 8
     log_level: str = "info"
     api_key: str | None = None  # when set, /classify needs it (Authorization: Bearer KEY or X-API-Key: KEY)
+    models: tuple[ModelConfig, ...] = ()  # MODELS; empty: the one model of MODEL_NAME, MODEL_BASE_PATH, LABEL_MAP
 
     @property
     def label_map_path(self) -> Path:
         """The label map file: LABEL_MAP, else MODEL_DIR/label_map.pbtxt."""
         return self.label_map if self.label_map is not None else self.model_dir / "label_map.pbtxt"
+
+    @property
+    def model_configs(self) -> tuple[ModelConfig, ...]:
+        """Every model served, the default (first) one first."""
+        if self.models:
+            return self.models
+        return (ModelConfig(self.model_name, self.model_base_path, self.label_map_path),)
 
     @property
     def embedded(self) -> bool:
@@ -65,6 +82,11 @@ class Settings:
         # default there; a gRPC proxy is I/O bound and gains from a worker per core.
         default_workers = 1 if not serving_address else max(2, _cpu_count())
         label_map = reader.text("LABEL_MAP")
+        models = _parse_models(reader.text("MODELS"))
+        if models and (version is not None or label is not None):
+            raise ConfigError(
+                "MODEL_VERSION and MODEL_VERSION_LABEL pin the single model; they cannot be used with MODELS"
+            )
         settings = cls(
             port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
             host=reader.text("HOST") or cls.host,
@@ -85,8 +107,28 @@ class Settings:
             threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=256),
             log_level=(reader.text("LOG_LEVEL") or "info").lower(),
             api_key=reader.text("API_KEY"),
+            models=models,
         )
         return settings
+
+
+def _parse_models(raw: str | None) -> tuple[ModelConfig, ...]:
+    """``MODELS=name:label_map[:base_path],...``; the base path defaults to ``models/<name>``."""
+    if raw is None:
+        return ()
+    models: list[ModelConfig] = []
+    for entry in raw.split(","):
+        parts = [part.strip() for part in entry.strip().split(":")]
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ConfigError(f"MODELS entries are name:label_map[:base_path], got {entry.strip()!r}")
+        name, label_map = parts[0], Path(parts[1])
+        if not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise ConfigError(f"MODELS: model name {name!r} may only hold letters, digits, '-', '_' and '.'")
+        if any(model.name == name for model in models):
+            raise ConfigError(f"MODELS names {name!r} twice")
+        base_path = Path(parts[2]) if len(parts) == 3 else Path("models") / name
+        models.append(ModelConfig(name=name, base_path=base_path, label_map=label_map))
+    return tuple(models)
 
 
 class _EnvReader:

@@ -1,4 +1,4 @@
-"""Backends run the detector. Routes only see this interface, never which implementation they have."""
+"""Backends run a detection model. Routes only see this interface, never which implementation they have."""
 
 from __future__ import annotations
 
@@ -20,8 +20,17 @@ class ModelStatus:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class VersionState:
+    """One version of a model and its state, in TF Serving's words (LOADING, AVAILABLE, END...)."""
+
+    version: int
+    state: str
+    error: str = ""
+
+
 class Backend(Protocol):
-    """Runs one image through the detection model."""
+    """Runs one image through one detection model."""
 
     def predict(self, image: np.ndarray) -> Detections:
         """Detections for one ``(h, w, 3)`` uint8 RGB image, raising a ``ProxyError`` subclass on failure."""
@@ -29,6 +38,10 @@ class Backend(Protocol):
 
     def status(self) -> ModelStatus:
         """Whether the model can answer now; bounded in time, never waits for a model to load."""
+        ...
+
+    def versions(self) -> list[VersionState]:
+        """The model's versions and their states; bounded in time."""
         ...
 
     def start(self) -> None:
@@ -40,12 +53,14 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(settings: Settings) -> Backend:
-    """The gRPC backend when SERVING_ADDRESS is set, else the in-process TensorFlow one."""
+def make_backends(settings: Settings) -> dict[str, Backend]:
+    """A backend per configured model: TF Serving over one shared gRPC channel when SERVING_ADDRESS is set,
+    else in-process TensorFlow."""
     if settings.serving_address:
-        from proxy.backends.serving import ServingBackend
+        from proxy.backends.serving import ServingBackend, open_channel
 
-        return ServingBackend(settings)
+        channel = open_channel(settings)
+        return {model.name: ServingBackend(settings, model.name, channel) for model in settings.model_configs}
     from proxy.backends.embedded import EmbeddedBackend
 
-    return EmbeddedBackend(settings)
+    return {model.name: EmbeddedBackend(model.base_path, settings.signature_name) for model in settings.model_configs}

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 
 from converter.layout import latest_version
-from proxy.backends import ModelStatus
+from proxy.backends import ModelStatus, VersionState
 from proxy.detections import Detections
 from proxy.errors import BackendError, ModelNotReady, ProxyError
-from proxy.settings import Settings
 from proxy.status_codes import error_for_code
 
 log = logging.getLogger(__name__)
@@ -31,9 +30,9 @@ class _Loaded:
 class EmbeddedBackend:
     """Loads the model lazily (once, under a lock) and runs it with TensorFlow in this process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._base = settings.model_base_path
-        self._signature = settings.signature_name
+    def __init__(self, base_path: Path, signature_name: str = "serving_default") -> None:
+        self._base = base_path
+        self._signature = signature_name
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._loader_lock = threading.Lock()
@@ -68,6 +67,18 @@ class EmbeddedBackend:
             self._load_error = None
         except ProxyError as exc:
             self._load_error = exc.message
+
+    def versions(self) -> list[VersionState]:
+        """The loaded version (AVAILABLE), or the newest on disk while it loads or after it failed to."""
+        status = self.status()
+        if status.ready and status.version is not None:
+            return [VersionState(status.version, "AVAILABLE")]
+        found = latest_version(self._base)
+        if found is None:
+            return []
+        if self._load_error:
+            return [VersionState(found[0], "END", self._load_error)]
+        return [VersionState(found[0], "LOADING")]
 
     def start(self) -> None:
         """Load the model in the background."""

@@ -27,7 +27,7 @@ from proxy._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from proxy.backends import ModelStatus
+from proxy.backends import ModelStatus, VersionState
 from proxy.detections import REQUIRED_OUTPUTS, Detections
 from proxy.errors import BackendError, ProxyError
 from proxy.settings import Settings
@@ -85,14 +85,21 @@ class _Signature:
     outputs: tuple[str, ...]
 
 
-class ServingBackend:
-    """Calls TF Serving at ``SERVING_ADDRESS``; maps gRPC status codes as TF Serving's REST server does."""
+def open_channel(settings: Settings) -> grpc.Channel:
+    """The process's one channel to TF Serving, shared by every model's backend."""
+    assert settings.serving_address
+    return grpc.insecure_channel(settings.serving_address, options=channel_options(settings))
 
-    def __init__(self, settings: Settings) -> None:
+
+class ServingBackend:
+    """Calls one model in TF Serving; maps gRPC status codes as TF Serving's REST server does."""
+
+    def __init__(self, settings: Settings, model_name: str, channel: grpc.Channel) -> None:
         assert settings.serving_address
         self._settings = settings
+        self._model = model_name
         self._target = settings.serving_address
-        self._channel = grpc.insecure_channel(self._target, options=channel_options(settings))
+        self._channel = channel
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._predict = prediction.Predict
         self._get_metadata = prediction.GetModelMetadata
@@ -137,6 +144,19 @@ class ServingBackend:
             return ModelStatus(ready=False, detail=f"model {self._model_name} has no AVAILABLE version ({states})")
         return ModelStatus(ready=True, version=max(available))
 
+    def versions(self) -> list[VersionState]:
+        """Every version TF Serving knows of, with its state (GetModelStatus without a version)."""
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=self._model_name))
+        try:
+            response = self._get_status(request, timeout=min(STATUS_TIMEOUT_S, self._settings.request_timeout_s))
+        except grpc.RpcError as exc:
+            raise self._describe(exc, "GetModelStatus") from None
+        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [
+            VersionState(int(s.version), state_name(s.state), s.status.error_message)
+            for s in sorted(response.model_version_status, key=lambda s: s.version)
+        ]
+
     def start(self) -> None:
         """Learn the signature in the background so the first request does not pay for it."""
 
@@ -156,7 +176,7 @@ class ServingBackend:
 
     @property
     def _model_name(self) -> str:
-        return self._settings.model_name
+        return self._model
 
     def _model_spec(self, *, with_signature: bool = True) -> Any:
         spec = model_pb2.ModelSpec(name=self._model_name)

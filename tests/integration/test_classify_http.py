@@ -306,3 +306,19 @@ def test_requests_gunicorn_refuses_get_json_too(
     assert head.startswith(f"HTTP/1.1 {status} ".encode())
     assert b"Content-Type: application/json" in head
     assert message in json.loads(body)["error"]
+
+
+def test_embedded_mode_serves_several_models(demo_model_dir: Path, model_base: Path, tmp_path: Path) -> None:
+    """Embedded mode with MODELS: each model from its own base path and label map; /v1/models lists them."""
+    other_labels = tmp_path / "other.pbtxt"
+    other_labels.write_text('item { id: 1 name: "crimson" }\nitem { id: 2 name: "lime" }\n')
+    models = f"detector:{demo_model_dir / 'label_map.pbtxt'}:{model_base},other:{other_labels}:{model_base}"
+    with proxy_server({"MODELS": models}) as server:
+        body = (demo_model_dir / "demo.jpg").read_bytes()
+        other = requests.post(f"{server.url}/classify?threshold=0.8&model=other", data=body, timeout=30)
+        assert other.json() == {"Class 3": 1, "Crimson": 2, "Lime": 1}
+        listing = requests.get(f"{server.url}/v1/models", timeout=10).json()["models"]
+        assert [(m["name"], m["default"], m["versions"]) for m in listing] == [
+            ("detector", True, [{"version": 1, "state": "AVAILABLE"}]),
+            ("other", False, [{"version": 1, "state": "AVAILABLE"}]),
+        ]

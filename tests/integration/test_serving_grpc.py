@@ -251,3 +251,62 @@ def test_sigterm_finishes_in_flight_requests(model_base: Path, demo_model_dir: P
             assert proxy.process.wait(timeout=15) == 0
         finally:
             proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory, model_base: Path) -> dict[str, Path]:
+    """Base paths of two models (the converted TF1 demo, a TF2 export) and a French label map for the second."""
+    root = tmp_path_factory.mktemp("two")
+    export = export_tf2_saved_model(root / "export" / "saved_model")
+    convert(export.parent, root / "formes")
+    french = root / "formes.pbtxt"
+    french.write_text(
+        "".join(
+            f'item {{ id: {i} display_name: "{n}" }}\n' for i, n in enumerate(["rouge", "vert", "bleu", "jaune"], 1)
+        )
+    )
+    return {"detector": model_base, "formes": root / "formes", "formes_labels": french}
+
+
+def test_several_models_each_with_its_label_map(two_models: dict[str, Path], demo_model_dir: Path) -> None:
+    """With MODELS set, ``?model=`` picks the model (default the first), each answering with its own label map;
+    /v1/models lists them with TF Serving's version states; DeepStack's custom route reaches the second."""
+    args = ["--model_name", "formes", "--model_base_path", str(two_models["formes"])]
+    with serve(two_models["detector"], *args) as server:
+        models = f"detector:{demo_model_dir / 'label_map.pbtxt'},formes:{two_models['formes_labels']}"
+        with proxy_server({"SERVING_ADDRESS": server.address, "MODELS": models}) as proxy:
+            body = png(8)
+            default = classify(proxy, body, threshold="0.5").json()
+            french = classify(proxy, body, threshold="0.5", model="formes").json()
+            names = {"Red": "Rouge", "Green": "Vert", "Blue": "Bleu", "Yellow": "Jaune"}
+            assert default
+            assert french == {names[name]: count for name, count in default.items()}
+            assert classify(proxy, body, model="detector").json() == classify(proxy, body).json()
+
+            unknown = classify(proxy, body, model="nope")
+            assert unknown.status_code == 404
+            assert "unknown model 'nope'; this server has: detector, formes" in unknown.json()["error"]
+
+            listing = requests.get(f"{proxy.url}/v1/models", timeout=10).json()
+            assert listing == {
+                "models": [
+                    {
+                        "name": "detector",
+                        "default": True,
+                        "classes": 4,
+                        "versions": [{"version": 1, "state": "AVAILABLE"}],
+                    },
+                    {
+                        "name": "formes",
+                        "default": False,
+                        "classes": 4,
+                        "versions": [{"version": 1, "state": "AVAILABLE"}],
+                    },
+                ]
+            }
+            custom = requests.post(
+                f"{proxy.url}/v1/vision/custom/formes", files={"image": ("i.png", body, None)}, timeout=30
+            ).json()
+            assert custom["success"] is True
+            assert {p["label"] for p in custom["predictions"]} <= {"rouge", "vert", "bleu", "jaune"}
+            assert requests.get(f"{proxy.url}/readyz", timeout=10).json()["ready"] is True

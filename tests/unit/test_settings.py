@@ -70,3 +70,41 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
     """A bad value is a ``ConfigError`` naming the variable."""
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_models_list() -> None:
+    """MODELS lists name:label_map[:base_path] entries, the default first; base paths default to models/NAME."""
+    settings = Settings.from_env({"MODELS": "detector:static/label_map.pbtxt, faces:/l/faces.pbtxt:/m/faces"})
+    assert [(m.name, m.label_map, m.base_path) for m in settings.model_configs] == [
+        ("detector", Path("static/label_map.pbtxt"), Path("models/detector")),
+        ("faces", Path("/l/faces.pbtxt"), Path("/m/faces")),
+    ]
+
+
+def test_single_model_without_models() -> None:
+    """Without MODELS, the one model comes from MODEL_NAME, MODEL_BASE_PATH and LABEL_MAP."""
+    settings = Settings.from_env({"MODEL_NAME": "cars", "MODEL_BASE_PATH": "/m/cars", "LABEL_MAP": "/l/cars.pbtxt"})
+    assert [(m.name, m.base_path, m.label_map) for m in settings.model_configs] == [
+        ("cars", Path("/m/cars"), Path("/l/cars.pbtxt"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ("detector", "MODELS entries are name:label_map"),
+        ("detector:", "MODELS entries are name:label_map"),
+        ("a:x.pbtxt,a:y.pbtxt", "MODELS names 'a' twice"),
+        ("bad name:x.pbtxt", "may only hold letters"),
+    ],
+)
+def test_bad_models(models: str, message: str) -> None:
+    """A malformed MODELS is a ``ConfigError`` saying what an entry looks like."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({"MODELS": models})
+
+
+def test_version_pins_need_a_single_model() -> None:
+    """MODEL_VERSION cannot be combined with MODELS."""
+    with pytest.raises(ConfigError, match="not usable with MODELS"):
+        Settings.from_env({"MODELS": "a:x.pbtxt", "MODEL_VERSION": "2"})
