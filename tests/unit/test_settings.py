@@ -106,5 +106,5 @@ def test_bad_models(models: str, message: str) -> None:
 
 def test_version_pins_need_a_single_model() -> None:
     """MODEL_VERSION cannot be combined with MODELS."""
-    with pytest.raises(ConfigError, match="not usable with MODELS"):
+    with pytest.raises(ConfigError, match="cannot be used with MODELS"):
         Settings.from_env({"MODELS": "a:x.pbtxt", "MODEL_VERSION": "2"})
