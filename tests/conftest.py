@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,6 +45,31 @@ def embedded_proxy(demo_model_dir: Path, model_base: Path) -> Iterator[HttpServe
     server = proxy_server({"MODEL_DIR": str(demo_model_dir), "MODEL_BASE_PATH": str(model_base)})
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def serving(model_base: Path) -> Iterator[Any]:
+    """A TF Serving stand-in (real gRPC, official messages) serving the converted demo model as ``detector``."""
+    from tests.support.fake_tfserving import start_server
+
+    with start_server(["--port", "0", "--model_name", "detector", "--model_base_path", str(model_base)]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def grpc_proxy(serving: Any, demo_model_dir: Path) -> Iterator[HttpServer]:
+    """The proxy in serving mode, two gunicorn workers, pointed at the stand-in."""
+    env = {"SERVING_ADDRESS": serving.address, "MODEL_DIR": str(demo_model_dir), "WEB_CONCURRENCY": "2"}
+    with proxy_server(env) as server:
+        yield server
+
+
+@pytest.fixture(params=["embedded", "serving"])
+def any_proxy(request: pytest.FixtureRequest) -> HttpServer:
+    """The proxy in each mode: embedded TensorFlow, and TF Serving over gRPC."""
+    fixture = "embedded_proxy" if request.param == "embedded" else "grpc_proxy"
+    server: HttpServer = request.getfixturevalue(fixture)
+    return server
 
 
 API_KEY = "s3cret-key"
