@@ -47,6 +47,8 @@ def create_app(
     }
 
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
+    # Flask turns debug mode on from FLASK_DEBUG in the environment; a production server never runs in it.
+    app.debug = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers keep the model's score order
     app.extensions["classifyobjects"] = Services(settings=settings, models=models)
@@ -76,13 +78,15 @@ def _require_api_key(app: Flask, api_key: str) -> None:
 
     @app.before_request
     def check_api_key() -> None:
-        if request.endpoint in _OPEN_ENDPOINTS or request.endpoint is None:
-            return  # unknown paths still answer 404, not 401
+        if request.endpoint in _OPEN_ENDPOINTS or request.endpoint is None or request.method == "OPTIONS":
+            return  # unknown paths still answer 404, not 401; OPTIONS only lists the methods
         authorization = request.headers.get("Authorization", "")
         offered = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
         offered = offered or request.headers.get("X-API-Key", "")
-        if not offered and request.blueprint == "deepstack":
-            offered = request.form.get("api_key", "")  # how DeepStack clients send it
+        if not offered and request.blueprint == "deepstack" and request.mimetype == "multipart/form-data":
+            # How DeepStack clients send it. Only a multipart body is parsed as a form: a raw image body
+            # must stay unread for the route.
+            offered = request.form.get("api_key", "")
         # compare_digest: the time taken does not tell an attacker how much of the key was right.
         if not hmac.compare_digest(offered.encode(), expected):
             raise Unauthorized(

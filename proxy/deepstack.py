@@ -28,8 +28,10 @@ def custom(name: str) -> Response:
 def _detect(model_name: str | None) -> Response:
     """Lower-case labels, confidences and boxes in pixels of the picture as sent."""
     model = services().model(model_name)
-    min_confidence = parse_confidence(request.form.get("min_confidence"), DEFAULT_MIN_CONFIDENCE)
-    image, detections = detect(image_bytes(), model)
+    data = image_bytes()  # first: reading a form would consume a raw (non-multipart) body
+    form = request.form if request.mimetype == "multipart/form-data" else {}
+    min_confidence = parse_confidence(form.get("min_confidence"), DEFAULT_MIN_CONFIDENCE)
+    image, detections = detect(data, model)
     width, height = image.size
     labels = model.labels
     kept = detections.above(min_confidence)
