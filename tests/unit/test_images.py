@@ -134,20 +134,22 @@ def test_pixel_limit_is_checked_from_the_header() -> None:
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale() -> None:
-    """A 4000x3000 JPEG with max_side 1024 decodes to 1024x768, close to a full decode scaled down."""
+    """A 4000x3000 JPEG with max_side 1024 decodes at 1/4 scale (1000x750), close to a full decode scaled down."""
     from demo_model import random_scene
 
     image, _ = random_scene(seed=3, size=(4000, 3000))
     data = save(image, "JPEG", quality=90)
     reduced = decode_image(data, max_pixels=LIMIT, max_side=1024)
-    assert reduced.shape == (768, 1024, 3)
+    assert reduced.shape == (750, 1000, 3)
     full = decode_image(data, max_pixels=LIMIT)
     assert full.shape == (3000, 4000, 3)
-    scaled = np.asarray(Image.fromarray(full).resize((1024, 768), Image.Resampling.BILINEAR), dtype=np.int16)
+    scaled = np.asarray(Image.fromarray(full).resize((1000, 750), Image.Resampling.BILINEAR), dtype=np.int16)
     assert np.abs(reduced.astype(np.int16) - scaled).mean() < 3
 
 
-@pytest.mark.parametrize(("size", "expected"), [((2048, 100), (50, 1024, 3)), ((100, 3000), (1024, 34, 3))])
+@pytest.mark.parametrize(
+    ("size", "expected"), [((2048, 100), (50, 1024, 3)), ((100, 3000), (1024, 34, 3)), ((1100, 800), (745, 1024, 3))]
+)
 def test_other_formats_are_scaled_to_max_side(size: tuple[int, int], expected: tuple[int, int, int]) -> None:
     """Non-JPEG images larger than max_side are resized to fit, aspect kept; smaller ones are left alone."""
     data = save(Image.new("RGB", size, (10, 200, 30)), "PNG")
@@ -155,3 +157,17 @@ def test_other_formats_are_scaled_to_max_side(size: tuple[int, int], expected: t
     assert decoded.shape == expected
     assert decoded[0, 0].tolist() == [10, 200, 30]
     assert decode_image(data, max_pixels=LIMIT, max_side=4096).shape == (size[1], size[0], 3)
+
+
+@pytest.mark.parametrize(
+    ("size", "draft"),
+    [((4000, 3000), (1000, 750)), ((3000, 4000), (750, 1000)), ((2000, 1500), (1000, 750)), ((1100, 800), None)],
+)
+def test_draft_size_takes_the_cheapest_scale_near_the_limit(
+    size: tuple[int, int], draft: tuple[int, int] | None
+) -> None:
+    """The JPEG draft is the smallest DCT reduction still within 10% of MAX_IMAGE_SIDE, never a big loss."""
+    from proxy.images import draft_size
+
+    assert draft_size(size, 1024) == draft
+    assert draft_size(size, 0) is None
