@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import sys
@@ -55,7 +57,33 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # No control socket: nothing here uses gunicornc, and it would write under $HOME (read-only in containers).
         "control_socket_disable": True,
         "child_exit": _worker_exited,
+        "post_fork": _tune_malloc,
     }
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_MMAP_THRESHOLD = 4 * 1024 * 1024
+_TRIM_THRESHOLD = 8 * 1024 * 1024
+_ARENA_MAX = 2
+
+
+def _tune_malloc(_server: Any, _worker: Any) -> None:
+    """Keep a worker's image-sized buffers (about 1 MB per 640x480 picture) in the heap between requests.
+
+    By default glibc maps each such buffer fresh and unmaps it when freed, so every request pays page faults
+    again; measured with `make bench`, that is about 1 ms of a 640x480 request. Not on glibc: nothing to do.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        # Few arenas: each of the worker's threads would otherwise keep its own, each holding freed buffers.
+        libc.mallopt(_M_ARENA_MAX, _ARENA_MAX)
+    except (OSError, AttributeError):
+        pass
 
 
 def _worker_exited(_server: Any, worker: Any) -> None:
