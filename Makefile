@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := embedded,converter,test,dev
+EXTRAS := embedded,converter,test,dev,bench
 
 # The proxy reads these from the environment; the defaults match proxy/settings.py.
 MODEL_DIR ?= static
@@ -50,17 +50,20 @@ run: convert  ## install, convert, and serve on PORT (embedded TensorFlow unless
 	$(BIN)/python -m proxy
 
 test: $(STAMP) browser  ## install, then run the lint checks and the whole test suite
-	$(BIN)/ruff check proxy converter demo_model tests
+	$(BIN)/ruff check proxy converter demo_model bench tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff check, ruff format --check, mypy
-	$(BIN)/ruff check proxy converter demo_model tests
-	$(BIN)/ruff format --check proxy converter demo_model tests
+	$(BIN)/ruff check proxy converter demo_model bench tests
+	$(BIN)/ruff format --check proxy converter demo_model bench tests
 	$(BIN)/mypy
 
 fix: $(STAMP)  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix proxy converter demo_model tests
-	$(BIN)/ruff format proxy converter demo_model tests
+	$(BIN)/ruff check --fix proxy converter demo_model bench tests
+	$(BIN)/ruff format proxy converter demo_model bench tests
+
+bench: $(STAMP)  ## measure the proxy against direct Predict and the old way: bench/results.md and results.png
+	$(BIN)/python -m bench
 
 up:  ## docker compose: converter, TF Serving and the proxy
 	$(COMPOSE) up --build -d

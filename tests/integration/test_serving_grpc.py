@@ -237,7 +237,7 @@ def test_sigterm_finishes_in_flight_requests(model_base: Path, demo_model_dir: P
             assert proxy.process is not None
             assert proxy.process.wait(timeout=15) == 0
         finally:
-            proxy.stop()
+            proxy.close()
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,9 @@ class HttpServer:
         delay = 0.05
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.args} exited with {self.process.returncode}:\n{self.log_text()}")
+                log = self.log_text()
+                self.close()
+                raise RuntimeError(f"{self.args} exited with {self.process.returncode}:\n{log}")
             try:
                 response = requests.get(self.url + self._ready_path, timeout=2)
                 if response.status_code == self._ready_status:
@@ -78,8 +80,9 @@ class HttpServer:
                 pass
             time.sleep(delay)  # polling interval, not a wait for readiness
             delay = min(delay * 1.5, 0.5)
-        self.stop()
-        raise TimeoutError(f"{self.args} not ready within {self._timeout_s}s:\n{self.log_text()}")
+        log = self.log_text()
+        self.close()
+        raise TimeoutError(f"{self.args} not ready within {self._timeout_s}s:\n{log}")
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -103,6 +106,12 @@ class HttpServer:
                 self.process.wait(timeout=10)
         return self.process.returncode
 
+    def close(self) -> None:
+        """Stop the process and delete its log file."""
+        self.stop()
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
     def log_text(self) -> str:
         """Everything the process printed so far."""
         self._log.flush()
@@ -114,7 +123,7 @@ class HttpServer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
+        self.close()
 
 
 def proxy_server(env: Mapping[str, str], *, ready_path: str = "/readyz", timeout_s: float = 90.0) -> HttpServer:

@@ -1,0 +1,317 @@
+"""Load generation: clients that each hold their own connection, run in threads, bounded in count and time.
+
+Two kinds of client: ``HttpClient`` posts the JPEG to ``/classify`` over one keep-alive connection (the proxy and
+the old way), and ``FloorClient`` decodes the same JPEG itself and calls ``Predict`` on the TF Serving stand-in
+over its own gRPC channel, with no proxy in between: the least work any client of TF Serving can do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from proxy._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from proxy._proto.tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+# The converted TF1 graph's signature (converter/): input key `inputs`, the detection outputs.
+INPUT_KEY = "inputs"
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+REQUEST_TIMEOUT_S = 600.0  # the old way takes tens of seconds per 4000x3000 request when 8 are in flight
+
+
+class RequestFailed(Exception):
+    """One request did not get its answer (a non-200 status, a gRPC error, a broken connection)."""
+
+
+class Client(Protocol):
+    """One simulated user: its own connection, one request at a time."""
+
+    def connect(self) -> None:
+        """Open the connection before the measurement starts."""
+
+    def request(self) -> None:
+        """Send one image and wait for the whole answer; raise ``RequestFailed`` when there is none."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+class HttpClient:
+    """``POST /classify`` with the JPEG as the body, over one keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, port: int, body: bytes, path: str = "/classify") -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+        self._body = body
+        self._path = path
+        self._headers = {"Content-Type": "image/jpeg", "Connection": "keep-alive"}
+        self.last_answer: bytes = b""
+
+    def connect(self) -> None:
+        """Open the TCP connection now, so the first measured request does not pay for it."""
+        try:
+            self._connection.connect()
+        except OSError as exc:
+            raise RequestFailed(f"cannot connect: {exc}") from None
+
+    def request(self) -> None:
+        """One POST; a connection the server closed while idle is reopened once, as HTTP clients do."""
+        for attempt in (1, 2):
+            try:
+                self._connection.request("POST", self._path, body=self._body, headers=self._headers)
+                response = self._connection.getresponse()
+                answer = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self._connection.close()
+                if attempt == 2:
+                    raise RequestFailed(f"connection lost: {exc}") from None
+                continue
+            except OSError as exc:
+                self._connection.close()
+                raise RequestFailed(f"{type(exc).__name__}: {exc}") from None
+            if response.status != 200:
+                raise RequestFailed(f"HTTP {response.status}: {answer[:200]!r}")
+            self.last_answer = answer
+            return
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+
+def grpc_channel(address: str) -> grpc.Channel:
+    """A channel of its own (no subchannel shared with other clients) with unlimited message sizes."""
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_send_message_length", -1),
+            ("grpc.max_receive_message_length", -1),
+            # Channels with equal arguments share one connection by default; a client here is one connection.
+            ("grpc.use_local_subchannel_pool", 1),
+        ],
+    )
+
+
+class FloorClient:
+    """Decode the JPEG (Pillow, ``np.asarray``) and call Predict directly, ``tensor_content`` encoding."""
+
+    def __init__(self, address: str, body: bytes, model_name: str = "detector") -> None:
+        self._channel = grpc_channel(address)
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
+        self._body = body
+        self._spec = model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+
+    def connect(self) -> None:
+        """Wait until the channel is connected, so the first measured call does not pay for it."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=30)
+        except grpc.FutureTimeoutError:
+            raise RequestFailed("gRPC channel not ready within 30 s") from None
+
+    def predict(self) -> dict[str, np.ndarray]:
+        """One image through Predict; the detection outputs as arrays."""
+        image: Image.Image = Image.open(io.BytesIO(self._body))
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        pixels = np.asarray(image)
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_UINT8,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in (1, *pixels.shape)]
+            ),
+            tensor_content=pixels.tobytes(),
+        )
+        request = predict_pb2.PredictRequest(model_spec=self._spec, output_filter=OUTPUTS)
+        request.inputs[INPUT_KEY].CopyFrom(tensor)
+        try:
+            response = self._predict(request, timeout=REQUEST_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            raise RequestFailed(f"Predict failed: {code}") from None
+        # TF Serving answers float outputs in float_val; every OD API output is float.
+        return {
+            name: np.asarray(proto.float_val, dtype=np.float32).reshape([d.size for d in proto.tensor_shape.dim])
+            for name, proto in response.outputs.items()
+        }
+
+    def request(self) -> None:
+        """One Predict, answer decoded."""
+        self.predict()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+
+@dataclass
+class Round:
+    """One bounded burst of requests from ``clients`` concurrent clients, after their warm-up."""
+
+    latencies_s: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+class _RoundState:
+    """What the client threads of one round share: the request tickets, the clock, the results."""
+
+    def __init__(self, clients: int, requests: int, time_limit_s: float, stop: threading.Event) -> None:
+        self.result = Round()
+        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(clients + 1, action=self._start_clock)
+        self.started = 0.0
+        self.finished: list[float] = []
+        self._issued = 0
+        self._requests = requests
+        self._time_limit_s = time_limit_s
+        self._stop = stop
+
+    def _start_clock(self) -> None:
+        self.started = time.perf_counter()
+
+    def take_ticket(self) -> bool:
+        """Whether this client may start one more timed request."""
+        with self.lock:
+            if self._stop.is_set() or self._issued >= self._requests:
+                return False
+            if time.perf_counter() - self.started >= self._time_limit_s:
+                return False
+            self._issued += 1
+            return True
+
+    def record(self, latency_s: float | None = None, error: str | None = None) -> None:
+        """Keep one latency or one error."""
+        with self.lock:
+            if latency_s is not None:
+                self.result.latencies_s.append(latency_s)
+            if error is not None:
+                self.result.errors.append(error)
+
+
+def _user(state: _RoundState, make_client: Callable[[], Client], warmups: int) -> None:
+    """One client thread: connect, warm up, wait for everyone, then take tickets until none are left."""
+    client: Client | None = None
+    try:
+        client = make_client()
+        client.connect()
+        for _ in range(warmups):
+            client.request()
+    except BaseException as exc:
+        state.record(error=f"warm-up: {exc}")
+        state.barrier.abort()
+        if client is not None:
+            client.close()
+        return
+    try:
+        state.barrier.wait()
+    except threading.BrokenBarrierError:
+        client.close()
+        return
+    try:
+        while state.take_ticket():
+            begin = time.perf_counter()
+            try:
+                client.request()
+            except RequestFailed as exc:
+                state.record(error=str(exc))
+                continue
+            state.record(latency_s=time.perf_counter() - begin)
+    finally:
+        with state.lock:
+            state.finished.append(time.perf_counter())
+        client.close()
+
+
+def run_round(
+    make_client: Callable[[], Client],
+    *,
+    clients: int,
+    requests: int,
+    warmup: int,
+    time_limit_s: float,
+    stop: threading.Event,
+) -> Round:
+    """Connect ``clients`` clients, run ``warmup`` requests spread over them, then ``requests`` timed ones.
+
+    The timed phase starts for every client at once (a barrier) and stops issuing new requests after
+    ``time_limit_s``; requests in flight then finish. Throughput is completed requests over the time from the start
+    to the last answer.
+    """
+    state = _RoundState(clients, requests, time_limit_s, stop)
+    threads = [
+        # Warm-up requests are spread round-robin: client i runs those numbered i, i + clients, ...
+        threading.Thread(
+            target=_user, args=(state, make_client, len(range(i, warmup, clients))), name=f"bench-client-{i}"
+        )
+        for i in range(clients)
+    ]
+    for thread in threads:
+        thread.daemon = True  # an interrupted run must not wait for a slow request
+        thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        state.barrier.wait()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.2)  # a short join keeps the main thread responsive to Ctrl-C
+    if state.finished and state.started:
+        state.result.elapsed_s = max(state.finished) - state.started
+    return state.result
+
+
+@dataclass
+class Measurement:
+    """Every round of one variant at one image size and concurrency, pooled."""
+
+    variant: str
+    size: str
+    clients: int
+    rounds: list[Round] = field(default_factory=list)
+
+    @property
+    def latencies_s(self) -> list[float]:
+        """Every successful request's latency, all rounds."""
+        return [latency for one in self.rounds for latency in one.latencies_s]
+
+    @property
+    def completed(self) -> int:
+        """Successful timed requests."""
+        return len(self.latencies_s)
+
+    @property
+    def errors(self) -> list[str]:
+        """Failures, warm-up included."""
+        return [error for one in self.rounds for error in one.errors]
+
+    def percentile_ms(self, q: float) -> float:
+        """The ``q``th latency percentile in milliseconds (NaN without data)."""
+        values = self.latencies_s
+        return float(np.percentile(values, q)) * 1000.0 if values else float("nan")
+
+    @property
+    def throughput(self) -> float:
+        """Requests per second: completed requests over measured time, all rounds."""
+        elapsed = sum(one.elapsed_s for one in self.rounds)
+        return self.completed / elapsed if elapsed > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "variant": self.variant,
+            "size": self.size,
+            "clients": self.clients,
+            "rounds": len(self.rounds),
+            "requests": self.completed,
+            "errors": len(self.errors),
+            "p50_ms": self.percentile_ms(50),
+            "p95_ms": self.percentile_ms(95),
+            "throughput_rps": self.throughput,
+        }
