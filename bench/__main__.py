@@ -136,7 +136,7 @@ def floor_counts(client: FloorClient, model_dir: Path) -> dict[str, int]:
     from proxy.labels import load_label_map
 
     detections = Detections.from_outputs(client.predict())
-    return count_by_class(detections, load_label_map(model_dir / "label_map.pbtxt"), THRESHOLD)
+    return count_by_class(detections.above(THRESHOLD), load_label_map(model_dir / "label_map.pbtxt"))
 
 
 def check_answers(

@@ -64,18 +64,16 @@ class Detections:
         return int(self.scores.shape[0])
 
 
-def count_by_class(detections: Detections, labels: LabelMap, threshold: float) -> dict[str, int]:
-    """``{"Dog": 2}``: how many detections of each class score above ``threshold``, first-seen order."""
-    kept = detections.above(threshold)
-    return dict(Counter(labels.name(int(class_id)) for class_id in kept.classes))
+def count_by_class(detections: Detections, labels: LabelMap) -> dict[str, int]:
+    """``{"Dog": 2}``: how many detections of each class, in the order classes first appear (score order)."""
+    return dict(Counter(labels.name(int(class_id)) for class_id in detections.classes.tolist()))
 
 
-def verbose_list(detections: Detections, labels: LabelMap, threshold: float) -> list[dict[str, Any]]:
-    """The seed's verbose answer: one ``{"class","score","x1","y1","x2","y2"}`` per detection above ``threshold``."""
-    kept = detections.above(threshold)
+def verbose_list(detections: Detections, labels: LabelMap) -> list[dict[str, Any]]:
+    """The seed's verbose answer: one ``{"class","score","x1","y1","x2","y2"}`` per detection, in score order."""
     # tolist() turns the float32 arrays into Python floats in one C call, instead of one float() per element.
-    boxes = kept.boxes.tolist()
-    scores = kept.scores.tolist()
+    boxes = detections.boxes.tolist()
+    scores = detections.scores.tolist()
     return [
         {
             "class": labels.name(int(class_id)),
@@ -85,5 +83,5 @@ def verbose_list(detections: Detections, labels: LabelMap, threshold: float) -> 
             "x2": box[3],
             "y2": box[2],
         }
-        for class_id, score, box in zip(kept.classes.tolist(), scores, boxes, strict=True)
+        for class_id, score, box in zip(detections.classes.tolist(), scores, boxes, strict=True)
     ]

@@ -40,8 +40,8 @@ def classify() -> Response:
         picture = annotate(image.original, kept, labels)
         return Response(encode(picture, output), mimetype=f"image/{output.lower()}")
     if verbose:
-        return jsonify(verbose_list(kept, labels, threshold))
-    return jsonify(count_by_class(kept, labels, threshold))
+        return jsonify(verbose_list(kept, labels))
+    return jsonify(count_by_class(kept, labels))
 
 
 def _accepted_image_format() -> str | None:

@@ -29,20 +29,20 @@ def outputs(scores: list[float], classes: list[float], num: float | None = None)
 def test_counts_keep_first_seen_order() -> None:
     """Counts are per class name, in the order classes first appear in the model's score order."""
     detections = Detections.from_outputs(outputs([0.9, 0.85, 0.8, 0.3], [2, 1, 2, 1], num=4))
-    assert list(count_by_class(detections, LABELS, 0.75).items()) == [("Cat", 2), ("Dog", 1)]
+    assert list(count_by_class(detections.above(0.75), LABELS).items()) == [("Cat", 2), ("Dog", 1)]
 
 
 def test_threshold_is_strict() -> None:
     """A score equal to the threshold does not count (the seed's ``score > threshold``)."""
     detections = Detections.from_outputs(outputs([0.75, 0.5], [1, 1], num=2))
-    assert count_by_class(detections, LABELS, 0.75) == {}
-    assert count_by_class(detections, LABELS, 0.74) == {"Dog": 1}
+    assert count_by_class(detections.above(0.75), LABELS) == {}
+    assert count_by_class(detections.above(0.74), LABELS) == {"Dog": 1}
 
 
 def test_only_the_first_num_detections_rows_are_read() -> None:
     """Rows past ``num_detections`` are padding and never answered, whatever their score."""
     detections = Detections.from_outputs(outputs([0.9, 0.9, 0.9], [1, 2, 2], num=1))
-    assert count_by_class(detections, LABELS, 0.5) == {"Dog": 1}
+    assert count_by_class(detections.above(0.5), LABELS) == {"Dog": 1}
 
 
 def test_without_num_detections_every_row_is_read() -> None:
@@ -54,7 +54,7 @@ def test_without_num_detections_every_row_is_read() -> None:
 def test_verbose_maps_ymin_xmin_ymax_xmax_to_x1_y1_x2_y2() -> None:
     """Verbose entries take x from xmin/xmax and y from ymin/ymax, in score order, with float scores."""
     detections = Detections.from_outputs(outputs([0.9, 0.8], [1, 2], num=2))
-    answer = verbose_list(detections, LABELS, 0.5)
+    answer = verbose_list(detections.above(0.5), LABELS)
     assert answer[0] == {
         "class": "Dog",
         "score": pytest.approx(0.9),
@@ -72,7 +72,7 @@ def test_verbose_maps_ymin_xmin_ymax_xmax_to_x1_y1_x2_y2() -> None:
 def test_unknown_class_ids_get_the_fallback_name() -> None:
     """A class id outside the label map is named ``Class <id>``."""
     detections = Detections.from_outputs(outputs([0.9], [7], num=1))
-    assert count_by_class(detections, LABELS, 0.5) == {"Class 7": 1}
+    assert count_by_class(detections.above(0.5), LABELS) == {"Class 7": 1}
 
 
 def test_missing_outputs_are_a_backend_error() -> None:
