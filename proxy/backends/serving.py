@@ -97,7 +97,7 @@ class ServingBackend:
     def __init__(self, settings: Settings, model_name: str, channel: grpc.Channel) -> None:
         assert settings.serving_address
         self._settings = settings
-        self._model = model_name
+        self._model_name = model_name
         self._target = settings.serving_address
         self._channel = channel
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
@@ -173,10 +173,6 @@ class ServingBackend:
         self._channel.close()
 
     # -- internals ---------------------------------------------------------------------------------------------
-
-    @property
-    def _model_name(self) -> str:
-        return self._model
 
     def _model_spec(self, *, with_signature: bool = True) -> Any:
         spec = model_pb2.ModelSpec(name=self._model_name)
