@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,15 @@ class _Loaded:
     owner: Any  # the loaded SavedModel: the concrete function alone does not keep its variables alive
 
 
+POLL_S = 5.0  # how often to look for a newer version on disk, like TF Serving's file system polling
+
+
 class EmbeddedBackend:
-    """Loads the model lazily (once, under a lock) and runs it with TensorFlow in this process."""
+    """Loads the newest version lazily and runs it with TensorFlow in this process.
+
+    Like TF Serving, it notices a newer version directory (at most every ``POLL_S``), loads it in the background
+    and switches to it once loaded; requests keep using the old version meanwhile.
+    """
 
     def __init__(self, base_path: Path, signature_name: str = "serving_default") -> None:
         self._base = base_path
@@ -38,12 +46,15 @@ class EmbeddedBackend:
         self._loader_lock = threading.Lock()
         self._loader: threading.Thread | None = None
         self._load_error: str | None = None
+        self._checked_at = time.monotonic()
+        self._failed_version: int | None = None  # a newer version that did not load is not retried
 
     def predict(self, image: np.ndarray) -> Detections:
         """Run one image through the signature and read the OD API outputs."""
         import tensorflow as tf  # imported here so the gRPC mode never pays for it
 
         model = self._ensure_loaded()
+        self._look_for_newer(model.version)
         try:
             outputs = model.function(**{model.input_key: tf.constant(image[np.newaxis])})
         except tf.errors.OpError as exc:
@@ -54,19 +65,41 @@ class EmbeddedBackend:
         """Ready once the model has loaded. Never blocks: it starts a background load when none is under way."""
         loaded = self._loaded
         if loaded is not None:
+            self._look_for_newer(loaded.version)
             return ModelStatus(ready=True, version=loaded.version)
+        self._start_loader()
+        return ModelStatus(ready=False, detail=self._load_error or "the model is loading")
+
+    def _look_for_newer(self, current: int) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < POLL_S:
+            return
+        self._checked_at = now
+        found = latest_version(self._base)
+        if found is not None and found[0] > current and found[0] != self._failed_version:
+            self._start_loader()
+
+    def _start_loader(self) -> None:
         with self._loader_lock:
             if self._loader is None or not self._loader.is_alive():
                 self._loader = threading.Thread(target=self._load_in_background, name="model-loader", daemon=True)
                 self._loader.start()
-        return ModelStatus(ready=False, detail=self._load_error or "the model is loading")
 
     def _load_in_background(self) -> None:
         try:
-            self._ensure_loaded()
-            self._load_error = None
+            fresh = self._load()
         except ProxyError as exc:
             self._load_error = exc.message
+            found = latest_version(self._base)
+            self._failed_version = found[0] if found else None
+            log.warning("cannot load the newest version under %s: %s", self._base, exc.message)
+            return
+        with self._lock:
+            if self._loaded is None or fresh.version > self._loaded.version:
+                if self._loaded is not None:
+                    log.info("now serving version %d from %s", fresh.version, self._base)
+                self._loaded = fresh
+        self._load_error = None
 
     def versions(self) -> list[VersionState]:
         """The loaded version (AVAILABLE), or the newest on disk while it loads or after it failed to."""

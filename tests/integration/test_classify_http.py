@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -322,3 +323,24 @@ def test_embedded_mode_serves_several_models(demo_model_dir: Path, model_base: P
             ("detector", True, [{"version": 1, "state": "AVAILABLE"}]),
             ("other", False, [{"version": 1, "state": "AVAILABLE"}]),
         ]
+
+
+def test_embedded_mode_switches_to_a_newer_version(demo_model_dir: Path, tmp_path: Path) -> None:
+    """A version converted while the embedded server runs is loaded in the background and then served."""
+    from converter import convert
+
+    base = tmp_path / "detector"
+    convert(demo_model_dir / "frozen_inference_graph.pb", base)
+    with proxy_server({"MODEL_DIR": str(demo_model_dir), "MODEL_BASE_PATH": str(base)}) as server:
+        assert requests.get(f"{server.url}/readyz", timeout=10).json()["version"] == 1
+        assert convert(demo_model_dir / "frozen_inference_graph.pb", base).version == 2
+        deadline = time.monotonic() + 60
+        while requests.get(f"{server.url}/readyz", timeout=10).json()["version"] != 2:
+            assert time.monotonic() < deadline, "version 2 was never served"
+            time.sleep(0.5)  # polling interval
+        body = (demo_model_dir / "demo.jpg").read_bytes()
+        assert requests.post(f"{server.url}/classify?threshold=0.8", data=body, timeout=30).json() == {
+            "Blue": 1,
+            "Red": 2,
+            "Green": 1,
+        }
