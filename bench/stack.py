@@ -2,8 +2,7 @@
 
 Everything runs as a child process on 127.0.0.1 and is stopped by its owner's ``stop()``. The load generator itself
 never imports TensorFlow: the model is written and converted by the project's own CLIs in subprocesses, and the
-stand-in is started as ``python -m tests.support.fake_tfserving`` rather than through its fixture helper, whose
-module imports TensorFlow.
+stand-in is started through ``tests.support.tfserving_process``, which does not import it either.
 """
 
 from __future__ import annotations
@@ -13,17 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.processes import REPO, HttpServer, free_port, quiet_tf_env
+from tests.support.tfserving_process import RunningServer, ServerStartError, start_server
 
 MODEL_NAME = "detector"
-READY_PREFIX = "READY port="  # the line tests.support.fake_tfserving prints once it serves
 STAND_IN_THREADS = 32  # as many gRPC threads as the most concurrent clients: queueing happens in TF, not there
 
 
@@ -65,13 +62,10 @@ def prepare_model(work: Path) -> ModelFiles:
 
 
 class StandIn:
-    """``python -m tests.support.fake_tfserving`` serving the converted model; ``address`` once it is READY."""
+    """The TF Serving stand-in serving the converted model; ``address`` once it is READY."""
 
     def __init__(self, base_path: Path) -> None:
         self._args = [
-            sys.executable,
-            "-m",
-            "tests.support.fake_tfserving",
             "--port",
             "0",
             "--model_name",
@@ -81,51 +75,22 @@ class StandIn:
             "--grpc_max_threads",
             str(STAND_IN_THREADS),
         ]
-        self._log = tempfile.NamedTemporaryFile(prefix="bench-stand-in-", suffix=".log", delete=False)  # noqa: SIM115
-        self.process: subprocess.Popen[bytes] | None = None
+        self._server: RunningServer | None = None
         self.address = ""
 
     def start(self, timeout_s: float = 120.0) -> StandIn:
         """Start it and wait for its READY line; raise ``StackError`` with its log if it does not come."""
-        self.process = subprocess.Popen(
-            self._args,
-            cwd=REPO,
-            env={**os.environ, **quiet_tf_env()},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            start_new_session=True,
-        )
-        ports: list[int] = []
-        ready = threading.Event()
-        threading.Thread(target=self._read_stdout, args=(ports, ready), daemon=True).start()
-        if not ready.wait(timeout_s) or not ports:
-            self.stop()
-            tail = Path(self._log.name).read_text(errors="replace")[-2000:]
-            raise StackError(f"the TF Serving stand-in did not start; its log ends with:\n{tail}")
-        self.address = f"127.0.0.1:{ports[0]}"
+        try:
+            self._server = start_server(self._args, timeout=timeout_s, env=quiet_tf_env())
+        except ServerStartError as exc:
+            raise StackError(f"the TF Serving stand-in did not start: {exc}") from None
+        self.address = self._server.address
         return self
-
-    def _read_stdout(self, ports: list[int], ready: threading.Event) -> None:
-        # Keep draining after READY so the child can never block on a full pipe.
-        assert self.process is not None and self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace").strip()
-            if not ports and line.startswith(READY_PREFIX):
-                ports.append(int(line[len(READY_PREFIX) :]))
-                ready.set()
-        ready.set()
 
     def stop(self) -> None:
         """SIGTERM (it stops gracefully), SIGKILL if it lingers; the log is deleted."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        Path(self._log.name).unlink(missing_ok=True)
+        if self._server is not None:
+            self._server.close()
 
 
 def proxy_env(model_dir: Path, serving_address: str) -> dict[str, str]:
