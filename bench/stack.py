@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import REPO, HttpServer, free_port, quiet_tf_env
+from tests.support.processes import REPO, HttpServer, children, free_port, quiet_tf_env, rss_kib
 from tests.support.tfserving_process import RunningServer, ServerStartError, start_server
 
 MODEL_NAME = "detector"
@@ -189,29 +189,12 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 # -- /proc readings --------------------------------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (gunicorn's workers, for its master), from ``/proc/*/stat``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # the process ended while we looked
-        # The command name may contain spaces and parentheses; the fields after its last ")" do not.
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` in MB (``VmRSS`` of ``/proc/<pid>/status``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise StackError(f"process {pid} reports no VmRSS")
+    """Resident memory of ``pid`` in MB."""
+    try:
+        return rss_kib(pid) / 1024
+    except (OSError, ProcessLookupError) as exc:
+        raise StackError(f"cannot read the memory of process {pid}: {exc}") from None
 
 
 def loads_tensorflow(pid: int) -> bool:

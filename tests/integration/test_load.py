@@ -9,7 +9,6 @@ its kind expects, and the workers' memory at the end may be at most 10% above wh
 from __future__ import annotations
 
 import io
-import os
 import random
 import socket
 import threading
@@ -19,14 +18,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from PIL import Image
 
 from demo_model import random_scene
-from tests.support.fake_tfserving import RunningServer, start_server
-from tests.support.processes import HttpServer, proxy_server
+from tests.support.processes import HttpServer, children, proxy_server, rss_kib
 
 TOTAL_REQUESTS = 6000
 CLIENTS = 16
@@ -120,29 +119,11 @@ KINDS = [
 
 def worker_rss_kib(master_pid: int) -> dict[int, int]:
     """VmRSS (KiB) of each child process of ``master_pid``: gunicorn's workers."""
-    found: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text(encoding="utf-8")
-        except OSError:
-            continue  # the process went away while we looked
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("PPid", "0").strip() or 0) == master_pid and "VmRSS" in fields:
-            found[int(entry)] = int(fields["VmRSS"].split()[0])
-    return found
+    return {pid: rss_kib(pid) for pid in children(master_pid)}
 
 
 @pytest.fixture(scope="module")
-def serving(model_base: Path) -> Iterator[RunningServer]:
-    """The TF Serving stand-in serving the converted demo model."""
-    with start_server(["--port", "0", "--model_name", "detector", "--model_base_path", str(model_base)]) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def load_proxy(serving: RunningServer, demo_model_dir: Path) -> Iterator[HttpServer]:
+def load_proxy(serving: Any, demo_model_dir: Path) -> Iterator[HttpServer]:
     """A proxy process of this test's own, in gRPC mode, with two workers."""
     env = {
         "SERVING_ADDRESS": serving.address,
