@@ -15,6 +15,8 @@ look the same in a signature: only the graph (a ParseExample op) or the converte
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
+from typing import Any
 
 SIGNATURE_KEY = "serving_default"
 SERVE_TAG = "serve"
@@ -84,6 +86,19 @@ TF1_PLACEHOLDERS = {
 
 # Ops whose presence in a string-input graph means it parses tf.train.Example protos.
 PARSE_EXAMPLE_OPS = frozenset({"ParseExample", "ParseExampleV2", "ParseSingleExample", "ParseSequenceExample"})
+
+
+def graph_ops(graph_def: Any) -> set[str]:
+    """Every op type in a ``GraphDef``, its function library included (TF2 exports keep their graphs there)."""
+    ops = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def string_input_type(ops: Iterable[str]) -> InputType:
+    """A string input's type, from the ops of the graph behind it: parsing tf.Example protos, or decoding images."""
+    return InputType.TF_EXAMPLE if PARSE_EXAMPLE_OPS.intersection(ops) else InputType.ENCODED_IMAGE_STRING_TENSOR
 
 
 def pixel_input_type(dtype: str) -> InputType | None:

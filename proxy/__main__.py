@@ -1,4 +1,4 @@
-"""``python -m proxy``: serve the app with gunicorn, configured from the environment alone."""
+"""``python -m proxy``: serve the app with gunicorn and the HTTP front, configured from the environment alone."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from odapi.tfenv import quiet_tensorflow
 from proxy.errors import ConfigError
 from proxy.settings import Settings
 
@@ -39,20 +40,21 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """The gunicorn settings for these proxy settings."""
     return {
         "bind": [f"{settings.host}:{settings.port}"],
-        # Threads, not processes: a request spends its time waiting on the model (in TF's own thread pool or
-        # over gRPC), which releases the GIL, and threads share one loaded model per worker.
-        "worker_class": "proxy.worker.JsonErrorThreadWorker",
+        # The front (proxy.front) reads whole requests on an event loop, then runs the app in a thread: a request
+        # spends its time waiting on the model (in TF's own thread pool or over gRPC), which releases the GIL, and
+        # threads share one loaded model and one gRPC channel per worker.
+        "worker_class": "proxy.front.worker.FrontWorker",
         "workers": settings.workers,
         "threads": settings.threads,
-        # The worker must outlive the longest legitimate request: the backend deadline plus decoding time.
-        "timeout": int(settings.request_timeout_s) + 30,
+        # The worker's loop beats every second; a worker silent this long is restarted. A request stuck in the model
+        # stops the beat once it has run REQUEST_TIMEOUT_S + 30 s (proxy.front.worker).
+        "timeout": 30,
         "graceful_timeout": int(settings.request_timeout_s) + 5,
-        "keepalive": 75,
+        "backlog": 2048,
         "loglevel": settings.log_level,
-        # The app writes one JSON line per request itself (proxy/observability.py), with its request id.
+        # The app and the front write one line per request themselves (proxy.observability), with its request id.
         "accesslog": None,
         "errorlog": "-",
-        "limit_request_line": 8190,
         "proc_name": "classifyobjects-proxy",
         # No control socket: nothing here uses gunicornc, and it would write under $HOME (read-only in containers).
         "control_socket_disable": True,
@@ -113,14 +115,20 @@ def main() -> int:
     with _metrics_directory():
         try:
             settings = Settings.from_env()
-            # Check the label map before forking workers, so a malformed one stops the server with one clear line.
-            from proxy.labels import load_label_map
+            # Check label maps before forking workers, so a malformed one stops the server with one clear line.
+            from proxy.labels import LabelMap
 
             for model in settings.model_configs:
-                load_label_map(model.label_map)
+                if model.label_map is not None:
+                    LabelMap.load(model.label_map)
         except ConfigError as exc:
             print(f"proxy: configuration error: {exc}", file=sys.stderr)
             return 2
+        if settings.embedded:
+            quiet_tensorflow(verbose=settings.log_level == "debug")
+        from proxy.observability import configure_logging
+
+        configure_logging(settings.log_format, settings.log_level)
         _Server(settings).run()
     return 0
 

@@ -1,14 +1,14 @@
-"""Detections drawn onto the picture: boxes, labels and scores. Pure: image in, image out."""
+"""Detections drawn onto the picture: boxes, labels and scores. Pure: image and rows in, image out."""
 
 from __future__ import annotations
 
 import colorsys
 import io
+from collections.abc import Iterable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from proxy.detections import Detections
-from proxy.labels import LabelMap
+from proxy.detections import Row
 
 
 def class_colour(class_id: int) -> tuple[int, int, int]:
@@ -18,19 +18,18 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     return round(red * 255), round(green * 255), round(blue * 255)
 
 
-def annotate(image: Image.Image, detections: Detections, labels: LabelMap) -> Image.Image:
+def annotate(image: Image.Image, rows: Iterable[Row]) -> Image.Image:
     """A copy of the RGB ``image`` with each detection's box and ``Name 0.93`` drawn on it."""
     canvas = image.copy()
     draw = ImageDraw.Draw(canvas)
     width, height = canvas.size
     line = max(2, round(min(width, height) / 250))
     font = ImageFont.load_default(size=max(12, round(min(width, height) / 40)))
-    rows = zip(detections.boxes.tolist(), detections.scores.tolist(), detections.classes.tolist(), strict=True)
-    for (ymin, xmin, ymax, xmax), score, class_id in rows:
-        rect = (xmin * width, ymin * height, xmax * width, ymax * height)
-        colour = class_colour(int(class_id))
+    for row in rows:
+        rect = (row.xmin * width, row.ymin * height, row.xmax * width, row.ymax * height)
+        colour = class_colour(row.class_id)
         draw.rectangle(rect, outline=colour, width=line)
-        text = f"{labels.name(int(class_id))} {score:.2f}"
+        text = f"{row.name} {row.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         label_height = bottom - top + 2 * line
         # The label sits above the box, or inside its top edge when the box touches the top of the picture.

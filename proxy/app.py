@@ -1,105 +1,205 @@
-"""The Flask application factory: services, blueprints, API key, request ids, metrics and JSON errors."""
+"""The Flask application factory: services, blueprints, the API key, request ids, the access log and errors.
+
+One request's path, in one direction:
+
+    HTTP front (proxy.front): the whole request arrives, within bounds ─► Flask
+    ─► request id, API key ─► route ─► proxy.request: typed request ─► proxy.pipeline: results
+    ─► proxy.answers: the body ─► access log, metrics ─► the front writes the answer
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-from collections.abc import Mapping
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from proxy.backends import Backend, make_backends
-from proxy.deepstack import deepstack
-from proxy.errors import ProxyError, Unauthorized
-from proxy.labels import LabelMap, load_label_map
-from proxy.observability import configure_access_log, finish_request, start_request
-from proxy.pipeline import Model, Services
+from proxy import answers
+from proxy.errors import PayloadTooLarge, ProxyError, Unauthorized
+from proxy.front import ENVIRON_RECEIVED, ENVIRON_REQUEST_BYTES
+from proxy.metrics import count_request
+from proxy.observability import access_entry, configure_logging, log_access, request_id
+from proxy.request import form_field
 from proxy.routes import STATIC, api
-from proxy.settings import Settings
+from proxy.services import Services
+from proxy.settings import FrontLimits, Settings
+from proxy.vision import VISION_PREFIX, vision, vision_call
 
 log = logging.getLogger(__name__)
 
-# Probes, the page and the API description stay open: orchestrators and people need them before they hold a key.
-_OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz", "api.openapi", "api.page", "static"})
+# Probes, the page, the API description and CodeProject.AI's status probes stay open: orchestrators, people and
+# Blue Iris (which sends no key) need them before they hold a key. They reveal no model, path or image.
+OPEN_ENDPOINTS = frozenset(
+    {"api.healthz", "api.readyz", "api.openapi", "api.page", "static", "vision.ping", "vision.update_available"}
+)
+SERVICES = "classifyobjects"
+SAMPLE_PHOTO = "docs/person.jpg"  # the README's photograph, there when the service runs from a checkout
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+# The page loads its own script, style and the pictures it is given; nothing else, from nowhere else.
+_PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    backends: Mapping[str, Backend] | None = None,
-    labels: Mapping[str, LabelMap] | None = None,
-) -> Flask:
-    """Build the app: settings from the environment unless given; label maps are read (and checked) now.
+@dataclass(frozen=True)
+class FrontHooks:
+    """What the HTTP front asks of the app without running a request through it (``proxy.front``)."""
 
-    ``backends`` and ``labels``, by model name, replace what the settings would build (for tests).
+    app: Flask
+
+    @property
+    def services(self) -> Services:
+        """The app's services."""
+        found: Services = self.app.extensions[SERVICES]
+        return found
+
+    @property
+    def limits(self) -> FrontLimits:
+        """The front's bounds, from the settings."""
+        return self.services.settings.front
+
+    @property
+    def stuck_after_s(self) -> float:
+        """How long a request may run in the app before its worker counts as stuck and is restarted."""
+        return self.services.settings.request_timeout_s + 30
+
+    def close(self) -> None:
+        """Close the app's services (the worker calls it when it exits)."""
+        self.services.close()
+
+    async def announce_when_ready(self, loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
+        """Once every model answers, say in one log line where the service is and what to try."""
+        services = self.services
+        while not all(status.ready for status in await loop.run_in_executor(pool, services.statuses)):
+            await asyncio.sleep(0.5)
+        settings = services.settings
+        host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+        base = f"http://{host}:{settings.port}"
+        photo = SAMPLE_PHOTO if Path(SAMPLE_PHOTO).is_file() else "photo.jpg"
+        log.info("ready: open %s/ in a browser, or try: curl -s --data-binary @%s %s/classify", base, photo, base)
+
+    def admit(self, method: str, path: str, headers: dict[str, str]) -> ProxyError | None:
+        """The error for a request that its headers alone condemn (a wrong or missing API key where no body can
+        carry one), so the front answers it without reading the body or sending ``100 Continue``."""
+        api_key = self.services.settings.api_key
+        if not api_key:
+            return None
+        adapter = self.app.url_map.bind("localhost")
+        try:
+            endpoint, _ = adapter.match(path, method=method)
+        except HTTPException:
+            return None  # the app answers 404/405 itself
+        if endpoint in OPEN_ENDPOINTS or method == "OPTIONS":
+            return None
+        offered = _header_key(headers.get("authorization", ""), headers.get("x-api-key", ""))
+        if not offered and endpoint.startswith("vision.") and "multipart/form-data" in headers.get("content-type", ""):
+            return None  # DeepStack clients send the key as a form field: the body decides
+        return None if _same_key(offered, api_key) else _unauthorized()
+
+    def error(self, path: str, status: int, message: str, request_id: str) -> tuple[str, bytes]:
+        """The content type and body of an error the front answers itself, in the shape of the path's routes."""
+        if path.startswith(VISION_PREFIX):
+            call = answers.VisionCall(_vision_command(path), request_id, time.perf_counter(), "")
+            body: Any = answers.vision_error(status, message, call)
+        else:
+            body = answers.error(message)
+        return "application/json", self.app.json.dumps(body).encode()
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
+    """Build the app: settings from the environment unless given, services from the settings unless given.
+
+    Building starts the models loading in the background; ``app.front_hooks.close()`` (which the worker calls on
+    exit) or ``Services.close()`` releases them.
     """
-    settings = settings or Settings.from_env()
-    backends = backends or make_backends(settings)
-    models = {
-        config.name: Model(
-            name=config.name,
-            backend=backends[config.name],
-            labels=labels[config.name] if labels else load_label_map(config.label_map),
-        )
-        for config in settings.model_configs
-    }
+    settings = settings or (services.settings if services is not None else Settings.from_env())
+    services = services or Services.build(settings)
+    configure_logging(settings.log_format, settings.log_level)
 
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     # Flask turns debug mode on from FLASK_DEBUG in the environment; a production server never runs in it.
     app.debug = False
+    # The front bounds the body; werkzeug's form parser is not used (proxy.request parses multipart itself).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers keep the model's score order
-    app.extensions["classifyobjects"] = Services(settings=settings, models=models)
+    # Never a redirect to the Host a client claims: no slash merging, so `//detection` is a plain 404.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.extensions[SERVICES] = services
     app.register_blueprint(api)
-    app.register_blueprint(deepstack)
+    app.register_blueprint(vision)
+    app.front_hooks = FrontHooks(app)  # type: ignore[attr-defined]  # read by proxy.front's worker
 
-    configure_access_log()
-    app.before_request(start_request)
+    app.before_request(_start_request)
     if settings.api_key:
-        _require_api_key(app, settings.api_key)
-    app.after_request(_security_headers)
-    app.after_request(finish_request)
+        _require_api_key(app, settings.api_key, settings.max_form_parts)
+    app.after_request(_finish_request)
     _register_error_handlers(app)
-
-    for model in models.values():
-        model.backend.start()
+    services.start()
     return app
 
 
-def _security_headers(response: Response) -> Response:
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+def _start_request() -> None:
+    g.started = time.perf_counter()
+    g.received = request.environ.get(ENVIRON_RECEIVED, g.started)
+    g.request_id = request_id(request.headers.get("X-Request-ID"))
 
 
-def _require_api_key(app: Flask, api_key: str) -> None:
-    expected = api_key.encode()
+def _header_key(authorization: str, x_api_key: str) -> str:
+    offered = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    return offered or x_api_key
 
+
+def _same_key(offered: str, expected: str) -> bool:
+    # compare_digest: the time taken does not tell an attacker how much of the key was right.
+    return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+def _unauthorized() -> Unauthorized:
+    return Unauthorized(
+        "missing or wrong API key: send Authorization: Bearer KEY or X-API-Key: KEY",
+        headers={"WWW-Authenticate": 'Bearer realm="classifyobjects"'},
+    )
+
+
+def _require_api_key(app: Flask, api_key: str, max_form_parts: int) -> None:
     @app.before_request
     def check_api_key() -> None:
-        if request.endpoint in _OPEN_ENDPOINTS or request.endpoint is None or request.method == "OPTIONS":
+        if request.endpoint in OPEN_ENDPOINTS or request.endpoint is None or request.method == "OPTIONS":
             return  # unknown paths still answer 404, not 401; OPTIONS only lists the methods
-        authorization = request.headers.get("Authorization", "")
-        offered = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
-        offered = offered or request.headers.get("X-API-Key", "")
-        if not offered and request.blueprint == "deepstack" and request.mimetype == "multipart/form-data":
-            # How DeepStack clients send it. Only a multipart body is parsed as a form: a raw image body
-            # must stay unread for the route.
-            offered = request.form.get("api_key", "")
-        # compare_digest: the time taken does not tell an attacker how much of the key was right.
-        if not hmac.compare_digest(offered.encode(), expected):
-            raise Unauthorized(
-                "missing or wrong API key: send Authorization: Bearer KEY or X-API-Key: KEY",
-                headers={"WWW-Authenticate": 'Bearer realm="classifyobjects"'},
-            )
+        offered = _header_key(request.headers.get("Authorization", ""), request.headers.get("X-API-Key", ""))
+        if not offered and request.blueprint == "vision" and request.mimetype == "multipart/form-data":
+            # How DeepStack clients send it: a form field. Only that field is looked for; nothing else is parsed.
+            body = request.get_data(cache=True)
+            offered = form_field(body, request.content_type or "", "api_key", max_form_parts) or ""
+        if not _same_key(offered, api_key):
+            raise _unauthorized()
 
 
-def _error_body(message: str) -> dict[str, object]:
-    # DeepStack clients look for "success"; everyone else gets the API's {"error": ...}.
-    if request.blueprint == "deepstack":
-        return {"success": False, "error": message}
-    return {"error": message}
+def _vision_command(path: str) -> str:
+    if path.rstrip("/") == f"{VISION_PREFIX}custom/list":
+        return "list-custom"
+    return "custom" if path.startswith(f"{VISION_PREFIX}custom/") else "detect"
+
+
+def _error_body(status: int, message: str) -> Any:
+    if request.path.startswith(VISION_PREFIX):
+        command = g.get("vision_command") or _vision_command(request.path)
+        return answers.vision_error(status, message, vision_call(command))
+    return answers.error(message)
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -107,28 +207,68 @@ def _register_error_handlers(app: Flask) -> None:
     def proxy_error(exc: ProxyError) -> tuple[Response, int, dict[str, str]]:
         if exc.status >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.path, exc.status, exc.message)
-        return jsonify(_error_body(exc.message)), exc.status, exc.headers
+        return jsonify(_error_body(exc.status, exc.message)), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> WerkzeugResponse:
         # werkzeug's own 404/405/413...: same status and headers (Allow on 405), JSON instead of HTML.
+        code = exc.code or 500
+        if code == 413:
+            return proxy_error(PayloadTooLarge(_too_large()))  # type: ignore[return-value]
         response = exc.get_response()
-        response.data = jsonify(_error_body(_http_message(exc))).get_data()
+        response.data = jsonify(_error_body(code, _http_message(exc))).get_data()
         response.content_type = "application/json"
+        response.headers.pop("Location", None)  # never an absolute redirect built from the client's Host
         return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify(_error_body("internal error; the server log has the details")), 500
+        return jsonify(_error_body(500, "internal error; the server log has the details")), 500
+
+
+def _too_large() -> str:
+    return f"request body too large; the limit is {request.max_content_length} bytes (MAX_BODY_BYTES)"
 
 
 def _http_message(exc: HTTPException) -> str:
     code = exc.code or 500
     if code == 404:
-        return f"no such endpoint: {request.path}"
+        return f"no such endpoint: {request.path[:200]}"
     if code == 405:
-        return f"method {request.method} not allowed on {request.path}"
-    if code == 413:
-        return f"request body too large; the limit is {request.max_content_length} bytes (MAX_BODY_BYTES)"
+        return f"method {request.method[:16]} not allowed on {request.path[:200]}"
     return exc.description or exc.name
+
+
+def _finish_request(response: Response) -> Response:
+    """Security headers, the request id, metrics and the access log for every answer the app gives."""
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.endpoint in ("api.page", "static"):
+        response.headers["Content-Security-Policy"] = _PAGE_POLICY
+    request_id_value = g.get("request_id") or request_id(None)
+    response.headers["X-Request-ID"] = request_id_value
+    started = g.get("started", time.perf_counter())
+    elapsed = time.perf_counter() - started
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    count_request(route, request.method, response.status_code, elapsed)
+    error = None
+    if response.status_code >= 400 and response.is_json:
+        body = response.get_json(silent=True)
+        error = body.get("error") if isinstance(body, dict) else None
+    log_access(
+        access_entry(
+            request_id=request_id_value,
+            remote_addr=request.remote_addr,
+            method=request.method,
+            path=request.path,
+            route=route,
+            status=response.status_code,
+            seconds=elapsed,
+            request_bytes=int(request.environ.get(ENVIRON_REQUEST_BYTES, request.content_length or 0)),
+            response_bytes=response.content_length or response.calculate_content_length() or 0,
+            user_agent=request.user_agent.string,
+            error=error,
+        )
+    )
+    return response

@@ -1,24 +1,38 @@
-"""Raw Object Detection API outputs → the seed's JSON answers. Pure functions, no I/O."""
+"""One image's detections and the steps every answer applies to them. Pure numpy, no I/O.
+
+The steps run in one order everywhere (``pipeline.refine``): score above the threshold, then class-agnostic merging
+of overlapping boxes (``iou_threshold``), then the class filter (``classes=``), then the N best
+(``max_detections``). Answers then walk the result row by row (``Detections.rows``), each row carrying its name.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
+from odapi.contract import COUNT_OUTPUT, REQUIRED_OUTPUTS
 from proxy.errors import BackendError
 from proxy.labels import LabelMap
 
-REQUIRED_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes")
-OPTIONAL_COUNT = "num_detections"
+
+class Row(NamedTuple):
+    """One detection: its class (id and name), score, and box as normalized ``ymin, xmin, ymax, xmax``."""
+
+    class_id: int
+    name: str
+    score: float
+    ymin: float
+    xmin: float
+    ymax: float
+    xmax: float
 
 
 @dataclass(frozen=True)
 class Detections:
-    """One image's detections in the model's score order: boxes are ``[ymin, xmin, ymax, xmax]``, normalized."""
+    """One image's detections, highest score first: boxes ``[ymin, xmin, ymax, xmax]`` normalized."""
 
     boxes: np.ndarray  # (n, 4) float32
     scores: np.ndarray  # (n,) float32
@@ -26,7 +40,7 @@ class Detections:
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> Detections:
-        """Take the first image of a batch of OD API outputs, keeping only the first ``num_detections`` rows."""
+        """The first image of a batch of OD API outputs: its first ``num_detections`` rows, best score first."""
         missing = [name for name in REQUIRED_OUTPUTS if name not in outputs]
         if missing:
             raise BackendError(f"model output lacks {', '.join(missing)}; is this an Object Detection API model?")
@@ -40,48 +54,72 @@ class Detections:
                 f"detection_classes {list(classes.shape)}"
             )
         rows = min(boxes.shape[1], scores.shape[1], classes.shape[1])
-        if OPTIONAL_COUNT in outputs:
-            count = np.asarray(outputs[OPTIONAL_COUNT]).reshape(-1)
+        if COUNT_OUTPUT in outputs:
+            count = np.asarray(outputs[COUNT_OUTPUT]).reshape(-1)
             if count.size and np.isfinite(count[0]):
                 rows = max(0, min(rows, int(count[0])))
+        scores = scores[0, :rows]
+        # The OD API sorts by score already; a stable sort keeps that order and guards models that do not.
+        order = np.argsort(-scores, kind="stable")
         return cls(
-            boxes=boxes[0, :rows],
-            scores=scores[0, :rows],
-            classes=np.rint(classes[0, :rows]).astype(np.int64),
+            boxes=boxes[0, :rows][order],
+            scores=scores[order],
+            classes=np.rint(classes[0, :rows][order]).astype(np.int64),
         )
 
-    def above(self, threshold: float) -> Detections:
-        """The detections whose score is strictly above ``threshold`` (the seed's rule), order kept."""
-        keep = self.scores > threshold
+    def _take(self, keep: np.ndarray) -> Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
 
-    def of_classes(self, names: frozenset[str], labels: LabelMap) -> Detections:
-        """The detections whose class name (case-insensitive) is in ``names``, order kept."""
-        keep = np.array([labels.name(int(c)).lower() in names for c in self.classes.tolist()], dtype=bool)
-        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
+    def above(self, threshold: float) -> Detections:
+        """The detections scoring strictly above ``threshold`` (the seed's rule)."""
+        return self._take(self.scores > threshold)
+
+    def merged(self, iou_threshold: float) -> Detections:
+        """Class-agnostic merging: greedy by score, a box whose IoU with a kept box is above the threshold goes.
+
+        Kept boxes are unchanged (a car also seen as a truck stays the better-scored of the two).
+        """
+        return self._take(np.asarray(greedy_merge(self.boxes, iou_threshold), dtype=np.int64))
+
+    def of_classes(self, class_ids: frozenset[int]) -> Detections:
+        """The detections whose class id is one of ``class_ids``."""
+        return self._take(np.isin(self.classes, np.fromiter(class_ids, dtype=np.int64, count=len(class_ids))))
+
+    def best(self, count: int) -> Detections:
+        """The ``count`` best detections."""
+        return Detections(self.boxes[:count], self.scores[:count], self.classes[:count])
+
+    def rows(self, labels: LabelMap) -> Iterator[Row]:
+        """Every detection with its name, best first: the one way answers walk detections."""
+        # tolist() turns the float32 arrays into Python floats in one C call, instead of one float() per element.
+        for class_id, score, (ymin, xmin, ymax, xmax) in zip(
+            self.classes.tolist(), self.scores.tolist(), self.boxes.tolist(), strict=True
+        ):
+            yield Row(class_id, labels.name(class_id), score, ymin, xmin, ymax, xmax)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
 
-def count_by_class(detections: Detections, labels: LabelMap) -> dict[str, int]:
-    """``{"Dog": 2}``: how many detections of each class, in the order classes first appear (score order)."""
-    return dict(Counter(labels.name(int(class_id)) for class_id in detections.classes.tolist()))
+def iou_matrix(boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of every pair of ``[ymin, xmin, ymax, xmax]`` boxes; empty boxes overlap nothing."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    ymin, xmin, ymax, xmax = (boxes[:, i] for i in range(4))
+    area = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
+    height = np.clip(np.minimum(ymax[:, None], ymax[None, :]) - np.maximum(ymin[:, None], ymin[None, :]), 0, None)
+    width = np.clip(np.minimum(xmax[:, None], xmax[None, :]) - np.maximum(xmin[:, None], xmin[None, :]), 0, None)
+    intersection = height * width
+    union = area[:, None] + area[None, :] - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, intersection / union, 0.0)
 
 
-def verbose_list(detections: Detections, labels: LabelMap) -> list[dict[str, Any]]:
-    """The seed's verbose answer: one ``{"class","score","x1","y1","x2","y2"}`` per detection, in score order."""
-    # tolist() turns the float32 arrays into Python floats in one C call, instead of one float() per element.
-    boxes = detections.boxes.tolist()
-    scores = detections.scores.tolist()
-    return [
-        {
-            "class": labels.name(int(class_id)),
-            "score": score,
-            "x1": box[1],
-            "y1": box[0],
-            "x2": box[3],
-            "y2": box[2],
-        }
-        for class_id, score, box in zip(detections.classes.tolist(), scores, boxes, strict=True)
-    ]
+def greedy_merge(boxes: np.ndarray, iou_threshold: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression over boxes already sorted best first: each box is kept
+    unless its IoU with a box kept before it is strictly above ``iou_threshold``."""
+    overlaps = iou_matrix(boxes)
+    kept: list[int] = []
+    for index in range(overlaps.shape[0]):
+        if not kept or not np.any(overlaps[index, kept] > iou_threshold):
+            kept.append(index)
+    return kept

@@ -1,80 +1,227 @@
-"""Image bytes → the RGB uint8 array the model takes. Pure functions, no I/O beyond the bytes given."""
+"""Request image bytes → what a model takes: RGB pixels, or encoded bytes its own decoder reads. No I/O.
+
+``ImageInput(data, limits)`` reads only the header at once (format, size, EXIF orientation), so a bad image, a
+decompression bomb or an absurd shape is refused before any pixel is decoded. The work is done on demand, once:
+
+- ``pixels()``: uint8 RGB ``(h, w, 3)``, EXIF-oriented, scaled to fit ``max_side`` (JPEGs decoded at a reduced DCT
+  scale to begin with), for ``image_tensor`` and ``float_image_tensor`` models;
+- ``encoded()``: bytes for ``encoded_image_string_tensor`` and ``tf_example`` models. The bytes as sent when
+  TensorFlow's decoder reads them as they are (8-bit RGB or grey JPEG and PNG, upright, within ``max_side``), else
+  a lossless PNG of ``pixels()``: TensorFlow ignores EXIF orientation and reads neither WebP nor TIFF nor 16-bit;
+- ``picture()``: the full-size upright RGB picture, to draw on.
+
+Decoding holds memory only within a per-process ``DecodeBudget``; an image that alone would exceed it is a 413.
+"""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from proxy.errors import InvalidImage, PayloadTooLarge
+from proxy.errors import InvalidImage, Overloaded, PayloadTooLarge
 
 # Alpha is composited onto white: transparent regions of a logo or a screenshot are "nothing", and white reads
 # as nothing to a detector trained on photographs more often than black does.
 _BACKGROUND = (255, 255, 255)
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError)
+# Pillow modes TensorFlow's decode_image reads as they are from a JPEG or PNG (channels=3 turns grey into RGB).
+_TF_READS = {"JPEG": frozenset({"RGB", "L"}), "PNG": frozenset({"RGB", "L"})}
+# Upper bound on decoding's working memory per decoded pixel: the decoded pixel (at most 4 bytes in any mode
+# the decoder produces for these sizes) plus its RGB conversion.
+_DECODE_BYTES_PER_PIXEL = 7
+# A JPEG may decode this much below max_side when that lets it use a cheaper DCT scale: a 4000x3000 photo
+# decodes at 1/4 (1000x750, a few ms) instead of at 1/2 (2000x1500) followed by a resize to 1024x768.
+DRAFT_SLACK = 0.9
+
+
+class DecodeBudget:
+    """The bytes of decoding work a process allows at once; a decode waits for room, within a bound."""
+
+    def __init__(self, limit_bytes: int, wait_s: float) -> None:
+        self.limit_bytes = limit_bytes
+        self._wait_s = wait_s
+        self._used = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int, what: str) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget while the block runs: 413 if it could never fit, 503 if none frees up."""
+        if nbytes > self.limit_bytes:
+            raise PayloadTooLarge(
+                f"{what} needs about {nbytes // 2**20} MiB to decode; the limit is "
+                f"{self.limit_bytes // 2**20} MiB (DECODE_MEMORY_MB)"
+            )
+        with self._room:
+            if not self._room.wait_for(lambda: self._used + nbytes <= self.limit_bytes, timeout=self._wait_s):
+                raise Overloaded("the server is busy decoding other images; try again shortly", retry_after_s=1)
+            self._used += nbytes
+        try:
+            yield
+        finally:
+            with self._room:
+                self._used -= nbytes
+                self._room.notify_all()
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes reserved right now."""
+        return self._used
 
 
 @dataclass(frozen=True)
-class DecodedImage:
-    """A decoded request image: what the model gets, and the picture as the client sent it."""
+class ImageLimits:
+    """The bounds every request image is held to."""
 
-    pixels: np.ndarray  # (h, w, 3) uint8 RGB, scaled to fit MAX_IMAGE_SIDE
-    size: tuple[int, int]  # (width, height) of the EXIF-oriented original
-    original: Image.Image | None = None  # the full-size oriented RGB picture, when asked for (to draw on)
-
-
-def decode_image(data: bytes, *, max_pixels: int, max_side: int = 0) -> np.ndarray:
-    """The model's ``(height, width, 3)`` uint8 RGB array for image bytes; see ``decode``."""
-    return decode(data, max_pixels=max_pixels, max_side=max_side).pixels
+    max_pixels: int = 50_000_000
+    max_side: int = 1024  # the model input's longer side; 0 keeps full resolution
+    max_aspect: float = 50.0  # longer side over shorter side
+    budget: DecodeBudget | None = None
 
 
-def decode(data: bytes, *, max_pixels: int, max_side: int = 0, keep_original: bool = False) -> DecodedImage:
-    """Decode image bytes into the model's ``(height, width, 3)`` uint8 RGB array, EXIF orientation applied.
+class ImageInput:
+    """One request image: its header read at once, its pixels or encoded form produced on demand (once)."""
 
-    With ``max_side`` > 0, images whose longer side exceeds it are scaled down to fit: JPEGs are decoded at a
-    reduced DCT scale to begin with (Pillow's draft mode), which skips most of the decoding work. Detectors resize
-    their input to a few hundred pixels anyway and boxes are normalized, so answers stay put.
+    def __init__(self, data: bytes, limits: ImageLimits) -> None:
+        if not data:
+            raise InvalidImage("empty image: send the image's bytes")
+        self.data = data
+        self.limits = limits
+        self.decode_s = 0.0
+        self._pixels: np.ndarray | None = None
+        self._picture: Image.Image | None = None
+        self._encoded: tuple[bytes, str] | None = None
+        with _decoding():
+            header = Image.open(io.BytesIO(data))
+            self.format: str = header.format or "?"
+            self.mode: str = header.mode
+            self.stored_size: tuple[int, int] = header.size
+            self._transparent = "transparency" in header.info
+            self.orientation = int(header.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+        width, height = self.stored_size
+        # Orientations 5-8 swap the axes: the size the client sees is the upright one.
+        self.size = (height, width) if self.orientation in (5, 6, 7, 8) else (width, height)
+        _check_shape(width, height, limits)
 
-    Raises ``InvalidImage`` for bytes that are not a decodable image and ``PayloadTooLarge`` for images whose
-    header declares more than ``max_pixels`` pixels (checked before any pixel is decoded).
-    """
-    if not data:
-        raise InvalidImage("empty body: send the image bytes as the request body")
+    # -- what backends ask for --------------------------------------------------------------------------------
+
+    def pixels(self) -> np.ndarray:
+        """uint8 RGB ``(h, w, 3)``, upright, scaled to fit ``max_side``."""
+        if self._pixels is None:
+            started = time.perf_counter()
+            if self._picture is not None:
+                self._pixels = _fit(self._picture, self.limits.max_side)
+            else:
+                draft = draft_size(self.stored_size, self.limits.max_side) if self.format == "JPEG" else None
+                with self._reserve(draft or self.stored_size), _decoding():
+                    image = Image.open(io.BytesIO(self.data))
+                    if draft is not None:
+                        image.draft(image.mode, draft)  # decode at 1/2, 1/4 or 1/8 scale
+                    self._pixels = _fit(_upright_rgb(image), self.limits.max_side)
+            self.decode_s += time.perf_counter() - started
+        return self._pixels
+
+    def encoded(self) -> tuple[bytes, str]:
+        """Bytes TensorFlow's image decoder reads as the upright, scaled picture, and their format (jpeg, png)."""
+        if self._encoded is None:
+            if self.forwards_as_sent:
+                self._encoded = (self.data, self.format.lower())
+            else:
+                pixels = self.pixels()
+                started = time.perf_counter()
+                buffer = io.BytesIO()
+                # Lossless, and level 1: several times faster to write than the default, for slightly more bytes.
+                Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+                self._encoded = (buffer.getvalue(), "png")
+                self.decode_s += time.perf_counter() - started
+        return self._encoded
+
+    def picture(self) -> Image.Image:
+        """The full-size upright RGB picture (to draw detections on)."""
+        if self._picture is None:
+            started = time.perf_counter()
+            with self._reserve(self.stored_size), _decoding():
+                self._picture = _upright_rgb(Image.open(io.BytesIO(self.data)))
+            self.decode_s += time.perf_counter() - started
+        return self._picture
+
+    @property
+    def has_picture(self) -> bool:
+        """True once the full-size picture has been decoded."""
+        return self._picture is not None
+
+    @property
+    def forwards_as_sent(self) -> bool:
+        """True when the bytes as sent are what TensorFlow's decoder should read (no re-encoding needed)."""
+        return (
+            self.mode in _TF_READS.get(self.format, ())
+            and not self._transparent
+            and self.orientation == 1
+            and fit_within(self.stored_size, self.limits.max_side) == self.stored_size
+        )
+
+    def _reserve(self, decoded: tuple[int, int]) -> AbstractContextManager[None]:
+        budget = self.limits.budget
+        if budget is None:
+            return _nothing()
+        target = fit_within(decoded, self.limits.max_side)
+        peak = decoded[0] * decoded[1] * _DECODE_BYTES_PER_PIXEL + target[0] * target[1] * 3
+        return budget.reserve(peak, f"a {self.stored_size[0]}x{self.stored_size[1]} image")
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """Pillow's failures as ``InvalidImage``, its bomb check as ``PayloadTooLarge``."""
     try:
         with warnings.catch_warnings():
-            # Pillow warns on images past its own bomb limit; ours is checked explicitly just below.
+            # Pillow warns on images past its own bomb limit; ours (MAX_IMAGE_PIXELS) is checked explicitly.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} (MAX_IMAGE_PIXELS)"
-                )
-            draft = draft_size((width, height), max_side)
-            if draft is not None and not keep_original:
-                image.draft(image.mode, draft)  # JPEG only (a no-op otherwise): decode at 1/2, 1/4 or 1/8 scale
-            image.load()  # decodes the first frame only; animated images answer for their first frame
-            # The size the client sees once EXIF orientation is applied (orientations 5-8 swap the axes).
-            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
-            oriented = (height, width) if turned else (width, height)
-            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when there is nothing to turn
-            rgb = to_rgb(image)
-            target = fit_within(rgb.size, max_side)
-            model_input = rgb.resize(target, Image.Resampling.BILINEAR) if target != rgb.size else rgb
-            return DecodedImage(
-                pixels=np.asarray(model_input, dtype=np.uint8),
-                size=oriented,
-                original=rgb if keep_original else None,
-            )
-    except PayloadTooLarge:
+            yield
+    except (PayloadTooLarge, Overloaded):
         raise
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(f"image too large to decode: {exc}") from None
     except _DECODE_ERRORS as exc:
         raise InvalidImage(f"cannot decode image: {_reason(exc)}") from None
+
+
+def _check_shape(width: int, height: int, limits: ImageLimits) -> None:
+    if width < 1 or height < 1:
+        raise InvalidImage(f"cannot decode image: it declares a size of {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} (MAX_IMAGE_PIXELS)"
+        )
+    aspect = max(width, height) / min(width, height)
+    if aspect > limits.max_aspect:
+        raise PayloadTooLarge(
+            f"image is {width}x{height}: one side is {aspect:.0f} times the other; the limit is "
+            f"{limits.max_aspect:g} (MAX_IMAGE_ASPECT)"
+        )
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    image.load()  # decodes the first frame only; animated images answer for their first frame
+    ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when there is nothing to turn
+    return to_rgb(image)
+
+
+def _fit(image: Image.Image, max_side: int) -> np.ndarray:
+    target = fit_within(image.size, max_side)
+    fitted = image.resize(target, Image.Resampling.BILINEAR) if target != image.size else image
+    return np.asarray(fitted, dtype=np.uint8)
 
 
 def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -85,11 +232,6 @@ def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
         return size
     scale = max_side / longest
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-# A JPEG may decode this much below MAX_IMAGE_SIDE when that lets it use a cheaper DCT scale: a 4000x3000 photo
-# decodes at 1/4 (1000x750, a few ms) instead of at 1/2 (2000x1500) followed by a resize to 1024x768.
-DRAFT_SLACK = 0.9
 
 
 def draft_size(size: tuple[int, int], max_side: int) -> tuple[int, int] | None:

@@ -1,74 +1,17 @@
-"""The Object Detection API label map (``label_map.pbtxt``), parsed with protobuf's own text-format parser.
-
-The message is ``object_detection.protos.StringIntLabelMap``. It is declared here, in a private descriptor pool,
-so neither the Object Detection API nor TensorFlow is needed to read it.
-"""
+"""Class ids → the names answers show, from a label map (parsed by ``odapi.labels``), with a fallback name."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from odapi.labels import LabelMapError, parse_label_map, read_label_map
+from proxy.errors import ConfigError, InvalidParameter
+from proxy.params import show
 
-from proxy.errors import ConfigError
-
-_F = descriptor_pb2.FieldDescriptorProto
-
-
-def _build_label_map_class() -> Any:
-    """Declare StringIntLabelMap with the field numbers of the OD API's string_int_label_map.proto."""
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="object_detection/protos/string_int_label_map.proto",
-        package="object_detection.protos",
-        syntax="proto2",
-    )
-    frequency = fdp.enum_type.add(name="LVISFrequency")
-    for number, name in enumerate(["UNSPECIFIED", "FREQUENT", "COMMON", "RARE"]):
-        frequency.value.add(name=name, number=number)
-    item = fdp.message_type.add(name="StringIntLabelMapItem")
-    keypoint = item.nested_type.add(name="KeypointMap")
-    keypoint.field.add(name="id", number=1, type=_F.TYPE_INT32, label=_F.LABEL_OPTIONAL)
-    keypoint.field.add(name="label", number=2, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    item.field.add(name="name", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    item.field.add(name="id", number=2, type=_F.TYPE_INT32, label=_F.LABEL_OPTIONAL)
-    item.field.add(name="display_name", number=3, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    item.field.add(
-        name="keypoints",
-        number=4,
-        type=_F.TYPE_MESSAGE,
-        label=_F.LABEL_REPEATED,
-        type_name=".object_detection.protos.StringIntLabelMapItem.KeypointMap",
-    )
-    item.field.add(name="ancestor_ids", number=5, type=_F.TYPE_INT32, label=_F.LABEL_REPEATED)
-    item.field.add(name="descendant_ids", number=6, type=_F.TYPE_INT32, label=_F.LABEL_REPEATED)
-    item.field.add(
-        name="frequency",
-        number=7,
-        type=_F.TYPE_ENUM,
-        label=_F.LABEL_OPTIONAL,
-        type_name=".object_detection.protos.LVISFrequency",
-    )
-    item.field.add(name="instance_count", number=8, type=_F.TYPE_INT32, label=_F.LABEL_OPTIONAL)
-    label_map = fdp.message_type.add(name="StringIntLabelMap")
-    label_map.field.add(
-        name="item",
-        number=1,
-        type=_F.TYPE_MESSAGE,
-        label=_F.LABEL_REPEATED,
-        type_name=".object_detection.protos.StringIntLabelMapItem",
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("object_detection.protos.StringIntLabelMap"))
-
-
-StringIntLabelMap = _build_label_map_class()
-
-_LINE = re.compile(r"^(\d+):(\d+)\s*:\s*(.*)$", re.DOTALL)
+_FALLBACK = re.compile(r"^class (\d{1,9})$")
 
 
 def fallback_name(class_id: int) -> str:
@@ -81,64 +24,50 @@ class LabelMap:
     """Class id → display name, as the seed showed it (``display_name``, else ``name``, title-cased)."""
 
     names: Mapping[int, str]
+    _ids: Mapping[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ids", {name.lower(): class_id for class_id, name in self.names.items()})
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str) -> LabelMap:
+        """Parse label-map text; ``ConfigError`` names the source and line of the first problem."""
+        try:
+            return cls(parse_label_map(text, source=source))
+        except LabelMapError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def load(cls, path: Path) -> LabelMap:
+        """Read and parse a label map file; ``ConfigError`` when it is missing or malformed."""
+        try:
+            return cls(read_label_map(path)[1])
+        except LabelMapError as exc:
+            raise ConfigError(str(exc)) from None
 
     def name(self, class_id: int) -> str:
         """The display name of ``class_id``, or the documented fallback when the map lacks it."""
         return self.names.get(class_id) or fallback_name(class_id)
 
+    def ids_of(self, names: Iterable[str]) -> frozenset[int]:
+        """The class ids for names as answers show them (any case), fallback names (``Class 17``) included.
+
+        Raises ``InvalidParameter`` naming the first name that is neither.
+        """
+        ids = set()
+        for name in names:
+            key = name.strip().lower()
+            class_id = self._ids.get(key)
+            if class_id is None:
+                fallback = _FALLBACK.match(key)
+                if fallback is None:
+                    raise InvalidParameter(
+                        f"unknown class {show(name)}; the label map has {len(self.names)} classes "
+                        "(names as answers show them, or 'Class N' for an id it lacks)"
+                    )
+                class_id = int(fallback.group(1))
+            ids.add(class_id)
+        return frozenset(ids)
+
     def __len__(self) -> int:
         return len(self.names)
-
-    @property
-    def lower_names(self) -> frozenset[str]:
-        """Every class name, lower-cased (what ``classes=`` filters match against)."""
-        return frozenset(name.lower() for name in self.names.values())
-
-
-def parse_label_map(text: str, *, source: str = "label map") -> LabelMap:
-    """Parse label-map text, raising ``ConfigError`` that names the source and line of the first problem."""
-    message = StringIntLabelMap()
-    try:
-        text_format.Parse(text.replace("\r\n", "\n"), message)
-    except text_format.ParseError as exc:
-        raise ConfigError(_describe_parse_error(source, exc)) from None
-    names: dict[int, str] = {}
-    for index, item in enumerate(message.item, start=1):
-        where = f"{source}: item {index}"
-        if not item.HasField("id"):
-            raise ConfigError(f"{where} has no id")
-        label = item.display_name or item.name
-        if item.id < 0:
-            raise ConfigError(f"{where} has a negative id {item.id}")
-        if item.id == 0 and label.lower() != "background":
-            raise ConfigError(f"{where}: id 0 is reserved for the background class")
-        if not label:
-            raise ConfigError(f"{where} (id {item.id}) has neither display_name nor name")
-        if item.id in names:
-            raise ConfigError(f"{where} repeats id {item.id}")
-        names[item.id] = label.title()
-    if not names:
-        raise ConfigError(f"{source} has no items")
-    return LabelMap(names)
-
-
-def load_label_map(path: Path) -> LabelMap:
-    """Read and parse a label map file, raising ``ConfigError`` when it is missing or malformed."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"label map not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read label map {path}: {exc}") from None
-    return parse_label_map(text, source=str(path))
-
-
-def _describe_parse_error(source: str, exc: text_format.ParseError) -> str:
-    line, column = exc.GetLine(), exc.GetColumn()
-    detail = str(exc)
-    match = _LINE.match(detail)
-    if match:
-        detail = match.group(3)
-    if line is not None:
-        return f"{source}: line {line}, column {column}: {detail}"
-    return f"{source}: {detail}"

@@ -1,4 +1,4 @@
-"""Query-parameter parsing for the API. Pure functions: text in, typed value or ``InvalidParameter`` out."""
+"""Parameter parsing for the API. Pure functions: text in, typed value or ``InvalidParameter`` out."""
 
 from __future__ import annotations
 
@@ -8,29 +8,60 @@ from proxy.errors import InvalidParameter
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
+DEEPSTACK_MIN_CONFIDENCE = 0.40  # what DeepStack's server uses when a request sends no min_confidence
 
 
-def parse_threshold(raw: str | None, default: float) -> float:
+def show(raw: str) -> str:
+    """Enough of a bad value to recognise it in an error message, never a whole hostile query string."""
+    return repr(raw if len(raw) <= 40 else raw[:40] + "…")
+
+
+def parse_fraction(name: str, raw: str | None, default: float | None) -> float | None:
     """A finite number in [0, 1]; ``None`` (parameter absent) gives ``default``."""
     if raw is None:
         return default
     try:
         value = float(raw.strip())
     except ValueError:
-        raise InvalidParameter(f"threshold must be a number between 0 and 1, got {_show(raw)}") from None
+        raise InvalidParameter(f"{name} must be a number between 0 and 1, got {show(raw)}") from None
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidParameter(f"threshold must be a number between 0 and 1, got {_show(raw)}")
+        raise InvalidParameter(f"{name} must be a number between 0 and 1, got {show(raw)}")
     return value
 
 
-def parse_confidence(raw: str | None, default: float) -> float:
-    """DeepStack's ``min_confidence``: a finite number in [0, 1]; absent or empty gives ``default``."""
+def parse_threshold(raw: str | None, default: float) -> float:
+    """``threshold``: a finite number in [0, 1]; absent gives ``default``."""
+    value = parse_fraction("threshold", raw, default)
+    return default if value is None else value
+
+
+def parse_min_confidence(raw: str | None) -> float:
+    """DeepStack's ``min_confidence``, with its server's rules and messages: absent or empty → 0.40; not a number
+    → "Invalid value for min_confidence"; above 1 → "min_confidence cannot be greater than 1"."""
     if raw is None or not raw.strip():
-        return default
+        return DEEPSTACK_MIN_CONFIDENCE
     try:
-        return parse_threshold(raw, default)
-    except InvalidParameter:
-        raise InvalidParameter(f"min_confidence must be a number between 0 and 1, got {_show(raw)}") from None
+        value = float(raw.strip())
+    except ValueError:
+        raise InvalidParameter("Invalid value for min_confidence") from None
+    if not math.isfinite(value):
+        raise InvalidParameter("Invalid value for min_confidence")
+    if value > 1.0:
+        raise InvalidParameter("min_confidence cannot be greater than 1")
+    return value
+
+
+def parse_count(name: str, raw: str | None) -> int | None:
+    """A whole number of at least 1 (``max_detections``); absent gives None (no cap)."""
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InvalidParameter(f"{name} must be a whole number of at least 1, got {show(raw)}") from None
+    if value < 1:
+        raise InvalidParameter(f"{name} must be a whole number of at least 1, got {show(raw)}")
+    return value
 
 
 def parse_flag(name: str, raw: str | None, *, default: bool = False) -> bool:
@@ -42,35 +73,27 @@ def parse_flag(name: str, raw: str | None, *, default: bool = False) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise InvalidParameter(f"{name} must be true or false, got {_show(raw)}")
+    raise InvalidParameter(f"{name} must be true or false, got {show(raw)}")
 
 
-def parse_classes(raw: str | None, known: frozenset[str]) -> frozenset[str] | None:
-    """``classes=dog,person``: lower-cased names to keep, each one the label map knows; ``None`` keeps all."""
+def parse_classes(raw: str | None) -> tuple[str, ...] | None:
+    """``classes=dog,person``: the names to keep (checked against the model's label map later); None keeps all."""
     if raw is None:
         return None
-    names = frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
     if not names:
         raise InvalidParameter("classes must list class names separated by commas, e.g. classes=dog,person")
-    unknown = sorted(names - known)
-    if unknown:
-        raise InvalidParameter(f"unknown class {_show(unknown[0])}; the label map has {len(known)} classes")
     return names
 
 
 _FORMATS = {"json": "json", "image": "JPEG", "jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}
 
 
-def parse_format(raw: str | None, accept_image: str | None) -> str:
-    """``json``, ``JPEG`` or ``PNG``: the ``format`` parameter, else what the Accept header prefers."""
+def parse_format(raw: str | None) -> str | None:
+    """``json``, ``JPEG`` or ``PNG`` for the ``format`` parameter; None when it is absent."""
     if raw is None:
-        return accept_image or "json"
+        return None
     found = _FORMATS.get(raw.strip().lower())
     if found is None:
-        raise InvalidParameter(f"format must be json, image, jpeg or png, got {_show(raw)}")
+        raise InvalidParameter(f"format must be json, image, jpeg or png, got {show(raw)}")
     return found
-
-
-def _show(raw: str) -> str:
-    # Echo enough of a bad value to recognise it, never a whole hostile query string.
-    return repr(raw if len(raw) <= 40 else raw[:40] + "…")

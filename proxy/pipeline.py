@@ -1,99 +1,121 @@
-"""What every detection route does: take the image from the request, decode it, run the backend."""
+"""The core: (images, model, options) → one answer's material per image. No HTTP here.
+
+    bytes ──ImageInput──► header checked ──backend.predict──► Prediction ──refine──► Found
+                          (413/400 early)   (pixels or bytes,   (detections and the label
+                                             as the model wants) map of the version that answered)
+
+``refine`` applies the steps in their one order: threshold, class-agnostic merging, the class filter, the N best.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flask import current_app, request
+from PIL import Image
 
-from proxy.backends import Backend
+from proxy.backends import Prediction
 from proxy.detections import Detections
-from proxy.errors import InvalidImage, InvalidParameter, NotFound, UnsupportedMediaType
-from proxy.images import DecodedImage, decode
+from proxy.errors import ProxyError
+from proxy.images import ImageInput, ImageLimits
 from proxy.labels import LabelMap
-from proxy.observability import BACKEND_SECONDS, DECODE_SECONDS, IMAGE_BYTES, IMAGE_PIXELS
-from proxy.settings import Settings
-
-IMAGE_FIELD = "image"  # the multipart field, as DeepStack and HTML forms name it
-
-# Content types under which a client may well be sending an image without saying so precisely: curl's
-# --data-binary default (form-urlencoded), generic binary, or none at all.
-_NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "application/x-www-form-urlencoded"})
+from proxy.metrics import BACKEND_SECONDS, DECODE_SECONDS, IMAGE_BYTES, IMAGE_PIXELS
+from proxy.services import Model
 
 
 @dataclass(frozen=True)
-class Model:
-    """One served model: its name, the backend that runs it and its label map."""
+class Options:
+    """What a request asks of the detections, parsed and checked by the HTTP layer."""
 
-    name: str
-    backend: Backend
+    threshold: float
+    iou_threshold: float | None = None  # None: the model's own output stands
+    classes: tuple[str, ...] | None = None  # names as answers show them (any case), or "Class N"
+    max_detections: int | None = None
+    picture: bool = False  # keep the full-size upright picture, to draw the detections on
+
+
+@dataclass(frozen=True)
+class Found:
+    """One image's answer material: its refined detections and what answers report about it."""
+
+    detections: Detections
     labels: LabelMap
+    size: tuple[int, int]  # (width, height) of the upright picture as sent
+    picture: Image.Image | None
+    version: int | None
+    decode_s: float
+    inference_s: float
 
 
-@dataclass(frozen=True)
-class Services:
-    """What the routes work with, built once by the app factory."""
+def detect(
+    images: Sequence[bytes | ProxyError], model: Model, options: Options, limits: ImageLimits, deadline: float
+) -> list[Found | ProxyError]:
+    """One result per image, in order: what it holds, or the error it met (other images are unaffected).
 
-    settings: Settings
-    models: Mapping[str, Model]  # in configuration order: the first is the default
-
-    @property
-    def default(self) -> Model:
-        """The model answering requests that name none."""
-        return next(iter(self.models.values()))
-
-    def model(self, name: str | None) -> Model:
-        """The model called ``name`` (None: the default), or ``NotFound`` naming the ones there are."""
-        if name is None:
-            return self.default
-        found = self.models.get(name)
-        if found is None:
-            raise NotFound(f"unknown model {name[:64]!r}; this server has: {', '.join(self.models)}")
-        return found
-
-
-def services() -> Services:
-    """The current app's services."""
-    found: Services = current_app.extensions["classifyobjects"]
-    return found
-
-
-def image_bytes() -> bytes:
-    """The image from the request: the multipart field ``image``, or else the raw body."""
-    if request.mimetype == "multipart/form-data":
-        upload = request.files.get(IMAGE_FIELD)
-        if upload is None:
-            raise InvalidParameter(f"multipart upload without a file in the field {IMAGE_FIELD!r}")
-        data: bytes = upload.read()
-        return data
-    return request.get_data(cache=False)
+    Errors of the request as a whole are raised: an unknown class, a model that is not ready.
+    """
+    known = model.backend.labels()
+    if options.classes is not None and known is not None:
+        known.ids_of(options.classes)  # an unknown class is a 400 before any model call
+    opened = [_open(image, limits, options) for image in images]
+    ready = [image for image in opened if isinstance(image, ImageInput)]
+    predictions = iter(model.backend.predict(ready, deadline) if ready else [])
+    class_ids: dict[int, frozenset[int]] = {}
+    results: list[Found | ProxyError] = []
+    for image in opened:
+        if not isinstance(image, ImageInput):
+            results.append(image)
+            continue
+        prediction = next(predictions)
+        if isinstance(prediction, ProxyError):
+            results.append(prediction)
+            continue
+        BACKEND_SECONDS.labels(model=model.name).observe(prediction.inference_s)
+        DECODE_SECONDS.observe(image.decode_s)
+        wanted = None
+        if options.classes is not None:
+            # Names become ids once per label map (versions may differ in a batch during a switch).
+            key = id(prediction.labels)
+            if key not in class_ids:
+                class_ids[key] = prediction.labels.ids_of(options.classes)
+            wanted = class_ids[key]
+        results.append(_found(image, prediction, refine(prediction.detections, options, wanted)))
+    return results
 
 
-def detect(data: bytes, model: Model, *, keep_original: bool = False) -> tuple[DecodedImage, Detections]:
-    """Decode the image and run it through the model's backend, timing both."""
-    settings = services().settings
-    started = time.perf_counter()
+def refine(detections: Detections, options: Options, class_ids: frozenset[int] | None) -> Detections:
+    """Threshold, then merging, then the class filter, then the N best: the one order, on every route."""
+    kept = detections.above(options.threshold)
+    if options.iou_threshold is not None:
+        kept = kept.merged(options.iou_threshold)
+    if class_ids is not None:
+        kept = kept.of_classes(class_ids)
+    if options.max_detections is not None:
+        kept = kept.best(options.max_detections)
+    return kept
+
+
+def _open(image: bytes | ProxyError, limits: ImageLimits, options: Options) -> ImageInput | ProxyError:
+    if isinstance(image, ProxyError):
+        return image
     try:
-        image = decode(
-            data,
-            max_pixels=settings.max_image_pixels,
-            max_side=settings.max_image_side,
-            keep_original=keep_original,
-        )
-    except InvalidImage:
-        declared = (request.mimetype or "").lower()
-        if data and declared not in _NEUTRAL_TYPES and not declared.startswith(("image/", "multipart/")):
-            raise UnsupportedMediaType(
-                f"Content-Type {declared} is not an image type and the body is not a decodable image; "
-                "send image/jpeg or image/png bytes"
-            ) from None
-        raise
-    decoded_at = time.perf_counter()
-    DECODE_SECONDS.observe(decoded_at - started)
-    IMAGE_BYTES.observe(len(data))
-    IMAGE_PIXELS.observe(image.size[0] * image.size[1])
-    detections = model.backend.predict(image.pixels)
-    BACKEND_SECONDS.labels(model=model.name).observe(time.perf_counter() - decoded_at)
-    return image, detections
+        opened = ImageInput(image, limits)
+        IMAGE_BYTES.observe(len(image))
+        IMAGE_PIXELS.observe(opened.size[0] * opened.size[1])
+        if options.picture:
+            opened.picture()  # first: the model's pixels are then scaled from it, not decoded again
+    except ProxyError as exc:
+        return exc
+    return opened
+
+
+def _found(image: ImageInput, prediction: Prediction, detections: Detections) -> Found:
+    return Found(
+        detections=detections,
+        labels=prediction.labels,
+        size=image.size,
+        picture=image.picture() if image.has_picture else None,
+        version=prediction.version,
+        decode_s=image.decode_s,
+        inference_s=prediction.inference_s,
+    )

@@ -1,56 +1,64 @@
-"""The API's own routes: /classify, the page, health, readiness, metrics and the OpenAPI description."""
+"""The API's own routes: /classify, the page, health, readiness, models, metrics and the OpenAPI description."""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, send_from_directory
+from flask import Blueprint, Response, current_app, request, send_from_directory
 
-from proxy.annotate import annotate, encode
-from proxy.detections import count_by_class, verbose_list
-from proxy.errors import ProxyError
-from proxy.observability import metrics_payload
-from proxy.params import parse_classes, parse_flag, parse_format, parse_threshold
-from proxy.pipeline import detect, image_bytes, services
+from proxy import answers, metrics
+from proxy.errors import InvalidImage, ProxyError, UnsupportedMediaType
+from proxy.pipeline import detect
+from proxy.request import classify_request
+from proxy.services import Services
+
+log = logging.getLogger(__name__)
 
 api = Blueprint("api", __name__)
 
 STATIC = Path(__file__).with_name("static")
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-_IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+
+
+def services() -> Services:
+    """The current app's services."""
+    found: Services = current_app.extensions["classifyobjects"]
+    return found
+
+
+def deadline() -> float:
+    """When this request's calls to the model must be done (``time.monotonic()``): REQUEST_TIMEOUT_S from now."""
+    return time.monotonic() + services().settings.request_timeout_s
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """A JSON answer with its Content-Length (never chunked: some DeepStack clients cannot read chunked JSON)."""
+    return Response(current_app.json.dumps(body), status=status, mimetype="application/json")
 
 
 @api.post("/classify")
 def classify() -> Response:
-    """Counts, verbose detections or the annotated picture for the posted image."""
+    """Counts, verbose detections or the annotated picture for the posted image; a list for a JSON batch."""
     found = services()
-    model = found.model(request.args.get("model"))
-    labels = model.labels
-    threshold = parse_threshold(request.args.get("threshold"), found.settings.default_threshold)
-    verbose = parse_flag("verbose", request.args.get("verbose"))
-    classes = parse_classes(request.args.get("classes"), labels.lower_names)
-    output = parse_format(request.args.get("format"), _accepted_image_format())
-    image, detections = detect(image_bytes(), model, keep_original=output != "json")
-    kept = detections.above(threshold)
-    if classes is not None:
-        kept = kept.of_classes(classes, labels)
-    if output != "json":
-        assert image.original is not None
-        picture = annotate(image.original, kept, labels)
-        return Response(encode(picture, output), mimetype=f"image/{output.lower()}")
-    if verbose:
-        return jsonify(verbose_list(kept, labels))
-    return jsonify(count_by_class(kept, labels))
-
-
-def _accepted_image_format() -> str | None:
-    """JPEG or PNG when the Accept header prefers that image type to JSON."""
-    accept = request.accept_mimetypes
-    best = accept.best_match(["application/json", *_IMAGE_TYPES])
-    if best in _IMAGE_TYPES and accept.quality(best) > accept.quality("application/json"):
-        return _IMAGE_TYPES[best]
-    return None
+    asked = classify_request(request, found.settings)
+    model = found.model(asked.model)
+    results = detect(asked.images, model, asked.options, found.image_limits, deadline())
+    if asked.batch:
+        return json_response(answers.batch(results, detailed=asked.output == "verbose"))
+    result = results[0]
+    if isinstance(result, InvalidImage) and asked.declared_non_image:
+        raise UnsupportedMediaType(
+            f"Content-Type {request.mimetype} is not an image type and the body is not a decodable image; "
+            "send image/jpeg or image/png bytes, or JSON with the image base64 in 'image'"
+        )
+    if isinstance(result, ProxyError):
+        raise result
+    if asked.picture_format is not None:
+        return Response(answers.picture(result, asked.picture_format), mimetype=f"image/{asked.picture_format.lower()}")
+    return json_response(answers.verbose(result) if asked.output == "verbose" else answers.counts(result))
 
 
 @api.get("/")
@@ -62,11 +70,11 @@ def page() -> Response:
 @api.get("/healthz")
 def healthz() -> Response:
     """Liveness: the process answers."""
-    return jsonify({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @api.get("/readyz")
-def readyz() -> tuple[Response, int]:
+def readyz() -> Response:
     """Readiness: every model can answer now. The body names the default model and its version."""
     found = services()
     statuses = {name: model.backend.status() for name, model in found.models.items()}
@@ -75,15 +83,18 @@ def readyz() -> tuple[Response, int]:
     body: dict[str, Any] = {"ready": ready, "model": found.default.name, "version": default.version}
     if not ready:
         body["error"] = "; ".join(f"{name}: {s.detail}" for name, s in statuses.items() if not s.ready)
-    return jsonify(body), 200 if ready else 503
+    return json_response(body, 200 if ready else 503)
 
 
 @api.get("/v1/models")
 def models() -> Response:
-    """Every model served, the default first, with its versions and their states."""
+    """Every model served, the default first, with its classes, versions and their states."""
+    found = services()
     listing = []
-    for name, model in services().models.items():
-        entry: dict[str, Any] = {"name": name, "default": name == services().default.name, "classes": len(model.labels)}
+    for name, model in found.models.items():
+        labels = model.backend.labels()
+        entry: dict[str, Any] = {"name": name, "default": name == found.default.name}
+        entry["classes"] = len(labels) if labels is not None else None
         try:
             entry["versions"] = [
                 {"version": v.version, "state": v.state, **({"error": v.error} if v.error else {})}
@@ -93,13 +104,13 @@ def models() -> Response:
             entry["versions"] = []
             entry["error"] = exc.message
         listing.append(entry)
-    return jsonify({"models": listing})
+    return json_response({"models": listing})
 
 
-@api.get("/metrics")
-def metrics() -> Response:
+@api.get("/metrics", endpoint="metrics")
+def metrics_route() -> Response:
     """Prometheus metrics of every worker."""
-    payload, content_type = metrics_payload()
+    payload, content_type = metrics.payload()
     return Response(payload, content_type=content_type)
 
 

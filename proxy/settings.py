@@ -1,4 +1,4 @@
-"""Typed settings, read once from the environment."""
+"""Typed settings, read once from the environment (``Settings.from_env``); everything else takes them as given."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from odapi.contract import InputType
 from proxy.errors import ConfigError
 
 MB = 1024 * 1024
@@ -19,42 +20,69 @@ def _cpu_count() -> int:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One model the proxy serves: its name in TF Serving, its versions on disk (embedded mode), its label map."""
+    """One model the proxy serves: its name in TF Serving, its versions on disk (embedded mode), and the label map
+    used for versions that carry none of their own (None: such versions answer ``Class N``)."""
 
     name: str
     base_path: Path
-    label_map: Path
+    label_map: Path | None = None
+
+
+@dataclass(frozen=True)
+class FrontLimits:
+    """The HTTP front's bounds on connections (``proxy.front``); each is a setting."""
+
+    header_timeout_s: float = 10.0  # REQUEST_HEADER_TIMEOUT_S: the request line and headers must arrive within
+    read_timeout_s: float = 60.0  # REQUEST_READ_TIMEOUT_S: the body must have arrived this long after the headers
+    min_rate_bytes: int = 1024  # REQUEST_MIN_RATE_BYTES: a body arriving slower (after a grace period) is a 408
+    keepalive_timeout_s: float = 15.0  # KEEPALIVE_TIMEOUT_S: an idle keep-alive connection is closed after
+    send_timeout_s: float = 30.0  # SEND_TIMEOUT_S: a client that does not read its answer for this long is dropped
+    max_connections: int = 1000  # MAX_CONNECTIONS: per process; past it a new connection gets a fast 503
+    max_buffered_bytes: int = 256 * MB  # MAX_BUFFERED_MB: request bodies held per process at once, all connections
+    max_body_bytes: int = 20 * MB  # MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the proxy can be configured with; ``Settings.from_env()`` is the only reader of ``os.environ``."""
+    """Everything the proxy can be configured with."""
 
     port: int = 8000
     host: str = "0.0.0.0"  # noqa: S104  (a server in a container must listen beyond loopback)
     model_dir: Path = Path("static")
     model_base_path: Path = Path("models/detector")
     model_name: str = "detector"
-    label_map: Path | None = None  # None: MODEL_DIR/label_map.pbtxt
+    label_map: Path | None = None  # None: MODEL_DIR/label_map.pbtxt when it exists
     serving_address: str | None = None  # None: run the model in-process (embedded mode)
     signature_name: str = "serving_default"
     model_version: int | None = None
     model_version_label: str | None = None
+    input_type: InputType | None = None  # None: as the model says (it is detected; users never need this)
     default_threshold: float = 0.75
     request_timeout_s: float = 10.0
     max_body_bytes: int = 20 * MB
     max_image_pixels: int = 50_000_000
     max_image_side: int = 1024  # 0: decode at full resolution
+    max_image_aspect: float = 50.0
+    decode_memory_bytes: int = 512 * MB
+    max_batch_images: int = 16
+    max_backend_calls: int = 16
+    max_form_parts: int = 32
+    vision_max_detections: int | None = None  # a cap for the /v1/vision/* routes (Frigate wants 20)
     workers: int = 1
     threads: int = 8
     log_level: str = "info"
+    log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
     api_key: str | None = None  # when set, /classify needs it (Authorization: Bearer KEY or X-API-Key: KEY)
     models: tuple[ModelConfig, ...] = ()  # MODELS; empty: the one model of MODEL_NAME, MODEL_BASE_PATH, LABEL_MAP
+    front: FrontLimits = FrontLimits()
 
     @property
-    def label_map_path(self) -> Path:
-        """The label map file: LABEL_MAP, else MODEL_DIR/label_map.pbtxt."""
-        return self.label_map if self.label_map is not None else self.model_dir / "label_map.pbtxt"
+    def label_map_path(self) -> Path | None:
+        """The fallback label map: LABEL_MAP, else MODEL_DIR/label_map.pbtxt when there is one."""
+        if self.label_map is not None:
+            return self.label_map
+        beside = self.model_dir / "label_map.pbtxt"
+        return beside if beside.is_file() else None
 
     @property
     def model_configs(self) -> tuple[ModelConfig, ...]:
@@ -87,7 +115,9 @@ class Settings:
             raise ConfigError(
                 "MODEL_VERSION and MODEL_VERSION_LABEL pin the single model; they cannot be used with MODELS"
             )
-        settings = cls(
+        threads = reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=256)
+        max_body_bytes = reader.integer("MAX_BODY_BYTES", 20 * MB, minimum=1)
+        return cls(
             port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
             host=reader.text("HOST") or cls.host,
             model_dir=Path(reader.text("MODEL_DIR") or "static"),
@@ -98,34 +128,56 @@ class Settings:
             signature_name=reader.text("SIGNATURE_NAME") or "serving_default",
             model_version=version,
             model_version_label=label,
+            input_type=_input_type(reader.choice("INPUT_TYPE", tuple(InputType))),
             default_threshold=reader.fraction("DEFAULT_THRESHOLD", 0.75),
             request_timeout_s=reader.positive_float("REQUEST_TIMEOUT_S", 10.0),
-            max_body_bytes=reader.integer("MAX_BODY_BYTES", 20 * MB, minimum=1),
+            max_body_bytes=max_body_bytes,
             max_image_pixels=reader.integer("MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
             max_image_side=reader.integer("MAX_IMAGE_SIDE", 1024, minimum=0),
+            max_image_aspect=reader.positive_float("MAX_IMAGE_ASPECT", 50.0),
+            decode_memory_bytes=reader.integer("DECODE_MEMORY_MB", 512, minimum=16) * MB,
+            max_batch_images=reader.integer("MAX_BATCH_IMAGES", 16, minimum=1, maximum=256),
+            max_backend_calls=reader.integer("MAX_BACKEND_CALLS", 16, minimum=1, maximum=1024),
+            max_form_parts=reader.integer("MAX_FORM_PARTS", 32, minimum=1, maximum=1000),
+            vision_max_detections=reader.optional_int("VISION_MAX_DETECTIONS", minimum=1),
             workers=reader.integer("WEB_CONCURRENCY", default_workers, minimum=1, maximum=64),
-            threads=reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=256),
+            threads=threads,
             log_level=(reader.text("LOG_LEVEL") or "info").lower(),
+            log_format=reader.choice("LOG_FORMAT", ("auto", "json", "text")) or "auto",
             api_key=reader.text("API_KEY"),
             models=models,
+            front=FrontLimits(
+                header_timeout_s=reader.positive_float("REQUEST_HEADER_TIMEOUT_S", 10.0),
+                read_timeout_s=reader.positive_float("REQUEST_READ_TIMEOUT_S", 60.0),
+                min_rate_bytes=reader.integer("REQUEST_MIN_RATE_BYTES", 1024, minimum=0),
+                keepalive_timeout_s=reader.positive_float("KEEPALIVE_TIMEOUT_S", 15.0),
+                send_timeout_s=reader.positive_float("SEND_TIMEOUT_S", 30.0),
+                max_connections=reader.integer("MAX_CONNECTIONS", 1000, minimum=1, maximum=100_000),
+                max_buffered_bytes=reader.integer("MAX_BUFFERED_MB", 256, minimum=1) * MB,
+                max_body_bytes=max_body_bytes,
+            ),
         )
-        return settings
+
+
+def _input_type(raw: str | None) -> InputType | None:
+    return InputType(raw) if raw is not None else None
 
 
 def _parse_models(raw: str | None) -> tuple[ModelConfig, ...]:
-    """``MODELS=name:label_map[:base_path],...``; the base path defaults to ``models/<name>``."""
+    """``MODELS=name[:label_map[:base_path]],...``; the base path defaults to ``models/<name>``."""
     if raw is None:
         return ()
     models: list[ModelConfig] = []
     for entry in raw.split(","):
         parts = [part.strip() for part in entry.strip().split(":")]
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ConfigError(f"MODELS entries are name:label_map[:base_path], got {entry.strip()!r}")
-        name, label_map = parts[0], Path(parts[1])
+        if not 1 <= len(parts) <= 3 or not parts[0] or (len(parts) == 3 and not parts[2]):
+            raise ConfigError(f"MODELS entries are name[:label_map[:base_path]], got {entry.strip()!r}")
+        name = parts[0]
         if not all(ch.isalnum() or ch in "-_." for ch in name):
             raise ConfigError(f"MODELS: model name {name!r} may only hold letters, digits, '-', '_' and '.'")
         if any(model.name == name for model in models):
             raise ConfigError(f"MODELS names {name!r} twice")
+        label_map = Path(parts[1]) if len(parts) > 1 and parts[1] else None
         base_path = Path(parts[2]) if len(parts) == 3 else Path("models") / name
         models.append(ModelConfig(name=name, base_path=base_path, label_map=label_map))
     return tuple(models)
@@ -158,6 +210,12 @@ class _EnvReader:
         if self.text(name) is None:
             return None
         return self.integer(name, 0, minimum=minimum)
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        raw = self.text(name)
+        if raw is not None and raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
 
     def _float(self, name: str, default: float) -> float:
         raw = self.text(name)

@@ -17,16 +17,12 @@ from proxy.errors import (
 )
 
 # Numeric codes from google/rpc/code.proto; identical in grpc.StatusCode and tf.errors.
-OK = 0
-CANCELLED = 1
-UNKNOWN = 2
 INVALID_ARGUMENT = 3
 DEADLINE_EXCEEDED = 4
 NOT_FOUND = 5
 FAILED_PRECONDITION = 9
 RESOURCE_EXHAUSTED = 8
 UNIMPLEMENTED = 12
-INTERNAL = 13
 UNAVAILABLE = 14
 
 _ERROR_FOR_CODE: dict[int, type[ProxyError]] = {

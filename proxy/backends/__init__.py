@@ -1,14 +1,36 @@
-"""Backends run a detection model. Routes only see this interface, never which implementation they have."""
+"""Backends run detection models. The core sees this interface only, never which implementation it has.
+
+A backend takes request images (``ImageInput``) and asks each for the form its model wants: pixels or encoded
+bytes. It answers per image, in order, a ``Prediction`` or the ``ProxyError`` that image met, so one bad image of
+a batch does not fail the others.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from odapi.contract import InputType, encode_example
 from proxy.detections import Detections
-from proxy.settings import Settings
+from proxy.errors import BackendError, ConfigError, Overloaded, ProxyError
+from proxy.images import ImageInput
+from proxy.labels import LabelMap
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model answered for one image, with the label map of the very version that answered."""
+
+    detections: Detections
+    labels: LabelMap
+    version: int | None
+    inference_s: float
 
 
 @dataclass(frozen=True)
@@ -30,10 +52,14 @@ class VersionState:
 
 
 class Backend(Protocol):
-    """Runs one image through one detection model."""
+    """Runs request images through one detection model."""
 
-    def predict(self, image: np.ndarray) -> Detections:
-        """Detections for one ``(h, w, 3)`` uint8 RGB image, raising a ``ProxyError`` subclass on failure."""
+    def predict(self, images: Sequence[ImageInput], deadline: float) -> list[Prediction | ProxyError]:
+        """One answer per image, in order; every image's call ends by ``deadline`` (``time.monotonic()``)."""
+        ...
+
+    def labels(self) -> LabelMap | None:
+        """The label map of the version serving now, when known without waiting."""
         ...
 
     def status(self) -> ModelStatus:
@@ -44,23 +70,76 @@ class Backend(Protocol):
         """The model's versions and their states; bounded in time."""
         ...
 
+    def device(self) -> str:
+        """Where the model runs, as CodeProject.AI clients show it: ``CPU``, ``GPU``, or ``TF Serving``."""
+        ...
+
     def start(self) -> None:
         """Begin loading or connecting in the background, so the first request is not the slow one."""
         ...
 
     def close(self) -> None:
-        """Release connections and memory."""
+        """Release what the backend holds (threads, models); the owner calls it once."""
         ...
 
 
-def make_backends(settings: Settings) -> dict[str, Backend]:
-    """A backend per configured model: TF Serving over one shared gRPC channel when SERVING_ADDRESS is set,
-    else in-process TensorFlow."""
-    if settings.serving_address:
-        from proxy.backends.serving import ServingBackend, open_channel
+def model_input(image: ImageInput, input_type: InputType, rank: int | None) -> np.ndarray:
+    """The tensor value ``image`` becomes for a model of ``input_type``: a batch of one, or a scalar string for the
+    older TF1 ``tf_example`` exports whose input has rank 0."""
+    if input_type is InputType.IMAGE_TENSOR:
+        return image.pixels()[np.newaxis]
+    if input_type is InputType.FLOAT_IMAGE_TENSOR:
+        return image.pixels()[np.newaxis].astype(np.float32)
+    encoded, image_format = image.encoded()
+    if input_type is InputType.TF_EXAMPLE:
+        encoded = encode_example(encoded, image_format)
+    value = np.empty(1, dtype=object)
+    value[0] = encoded
+    return value.reshape(()) if rank == 0 else value
 
-        channel = open_channel(settings)
-        return {model.name: ServingBackend(settings, model.name, channel) for model in settings.model_configs}
-    from proxy.backends.embedded import EmbeddedBackend
 
-    return {model.name: EmbeddedBackend(model.base_path, settings.signature_name) for model in settings.model_configs}
+class CallLimit:
+    """The calls to models a process has in flight at once; past it, a call waits (until its deadline) or is
+    refused with 503, so that batches times request threads cannot flood TF Serving."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def acquire(self, deadline: float) -> None:
+        """Take a slot, or raise ``Overloaded`` when none frees up before ``deadline``."""
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise Overloaded(f"this server has {self.limit} model calls in flight (MAX_BACKEND_CALLS); try again")
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self._slots.release()
+
+
+class LabelMaps:
+    """Label-map texts as answers carry them → parsed label maps, remembered (a few per model at most)."""
+
+    def __init__(self, fallback: LabelMap | None, size: int = 8) -> None:
+        self.fallback = fallback or LabelMap({})
+        self._parsed: OrderedDict[str, LabelMap] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def parse(self, text: str | None, source: str) -> LabelMap:
+        """The label map for ``text``; the fallback (LABEL_MAP, else none at all) when the model carries none."""
+        if not text:
+            return self.fallback
+        with self._lock:
+            found = self._parsed.get(text)
+            if found is not None:
+                self._parsed.move_to_end(text)
+                return found
+        try:
+            parsed = LabelMap.from_text(text, source=source)
+        except ConfigError as exc:
+            raise BackendError(f"the model's own label map is malformed: {exc}") from None
+        with self._lock:
+            self._parsed[text] = parsed
+            while len(self._parsed) > self._size:
+                self._parsed.popitem(last=False)
+        return parsed

@@ -1,23 +1,35 @@
-"""The embedded backend: the newest SavedModel version under MODEL_BASE_PATH, run in this process by TensorFlow."""
+"""The embedded backend: the newest model version under a base path, run by TensorFlow in this process.
+
+Like TF Serving, it notices a newer version directory (looking at most every ``POLL_S``), loads it in the
+background and switches to it once loaded; requests keep the old version meanwhile. Each version is loaded once,
+by one thread: requests that arrive while nothing is loaded yet wait for that load (until their deadline), and a
+version that failed to load is not tried again until a newer one appears.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from converter.layout import latest_version
-from proxy.backends import ModelStatus, VersionState
+from odapi.contract import ANSWER_OUTPUTS, REQUIRED_OUTPUTS, InputType, graph_ops, pixel_input_type, string_input_type
+from odapi.layout import LABEL_MAP, latest_version, read_manifest
+from proxy.backends import CallLimit, LabelMaps, ModelStatus, Prediction, VersionState, model_input
 from proxy.detections import Detections
-from proxy.errors import BackendError, ModelNotReady, ProxyError
-from proxy.status_codes import error_for_code
+from proxy.errors import BackendError, InvalidImage, ModelNotReady, ProxyError
+from proxy.images import ImageInput
+from proxy.labels import LabelMap
+from proxy.status_codes import INVALID_ARGUMENT, error_for_code
 
 log = logging.getLogger(__name__)
+
+POLL_S = 5.0  # how often to look for a newer version on disk, like TF Serving's file system polling
 
 
 @dataclass(frozen=True)
@@ -25,149 +37,242 @@ class _Loaded:
     version: int
     function: Any  # the signature's concrete function
     input_key: str
+    input_type: InputType
+    rank: int | None
+    labels_text: str | None
     owner: Any  # the loaded SavedModel: the concrete function alone does not keep its variables alive
 
 
-POLL_S = 5.0  # how often to look for a newer version on disk, like TF Serving's file system polling
-
-
 class EmbeddedBackend:
-    """Loads the newest version lazily and runs it with TensorFlow in this process.
+    """Loads the newest version of one model and runs it with TensorFlow in this process."""
 
-    Like TF Serving, it notices a newer version directory (at most every ``POLL_S``), loads it in the background
-    and switches to it once loaded; requests keep using the old version meanwhile.
-    """
-
-    def __init__(self, base_path: Path, signature_name: str = "serving_default") -> None:
+    def __init__(
+        self,
+        name: str,
+        base_path: Path,
+        *,
+        signature_name: str,
+        calls: CallLimit,
+        labels: LabelMaps,
+        input_type: InputType | None = None,
+        batch_threads: int = 4,
+    ) -> None:
+        self._name = name
         self._base = base_path
-        self._signature = signature_name
+        self._signature_name = signature_name
+        self._override = input_type
+        self._calls = calls
+        self._labels = labels
+        self._batch_threads = batch_threads
         self._lock = threading.Lock()
-        self._loaded: _Loaded | None = None
-        self._loader_lock = threading.Lock()
-        self._loader: threading.Thread | None = None
-        self._load_error: str | None = None
-        self._checked_at = time.monotonic()
-        self._failed_version: int | None = None  # a newer version that did not load is not retried
+        self._current: _Loaded | None = None
+        self._loading: Future[_Loaded] | None = None
+        self._loading_version: int | None = None
+        self._failed: dict[int, str] = {}
+        self._checked_at = float("-inf")
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
 
-    def predict(self, image: np.ndarray) -> Detections:
-        """Run one image through the signature and read the OD API outputs."""
-        import tensorflow as tf  # imported here so the gRPC mode never pays for it
+    # -- the Backend interface ---------------------------------------------------------------------------------
 
-        model = self._ensure_loaded()
-        self._look_for_newer(model.version)
-        try:
-            outputs = model.function(**{model.input_key: tf.constant(image[np.newaxis])})
-        except tf.errors.OpError as exc:
-            raise error_for_code(exc.error_code, f"model {self._base}: {_first_line(exc.message)}") from None
-        return Detections.from_outputs({name: tensor.numpy() for name, tensor in outputs.items()})
+    def predict(self, images: Sequence[ImageInput], deadline: float) -> list[Prediction | ProxyError]:
+        """Run each image through the served version; a batch's images run side by side in a small pool."""
+        model = self._model(deadline)
+        if len(images) == 1:
+            return [self._run(model, images[0], deadline)]
+        pool = self._batch_pool()
+        futures = [pool.submit(self._run, model, image, deadline) for image in images]
+        return [future.result() for future in futures]
+
+    def labels(self) -> LabelMap | None:
+        """The served version's label map, once one is loaded."""
+        current = self._current
+        return self._labels.parse(current.labels_text, self._name) if current is not None else None
 
     def status(self) -> ModelStatus:
-        """Ready once the model has loaded. Never blocks: it starts a background load when none is under way."""
-        loaded = self._loaded
-        if loaded is not None:
-            self._look_for_newer(loaded.version)
-            return ModelStatus(ready=True, version=loaded.version)
-        self._start_loader()
-        return ModelStatus(ready=False, detail=self._load_error or "the model is loading")
-
-    def _look_for_newer(self, current: int) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < POLL_S:
-            return
-        self._checked_at = now
-        found = latest_version(self._base)
-        if found is not None and found[0] > current and found[0] != self._failed_version:
-            self._start_loader()
-
-    def _start_loader(self) -> None:
-        with self._loader_lock:
-            if self._loader is None or not self._loader.is_alive():
-                self._loader = threading.Thread(target=self._load_in_background, name="model-loader", daemon=True)
-                self._loader.start()
-
-    def _load_in_background(self) -> None:
-        try:
-            fresh = self._load()
-        except ProxyError as exc:
-            self._load_error = exc.message
-            found = latest_version(self._base)
-            self._failed_version = found[0] if found else None
-            log.warning("cannot load the newest version under %s: %s", self._base, exc.message)
-            return
-        with self._lock:
-            if self._loaded is None or fresh.version > self._loaded.version:
-                if self._loaded is not None:
-                    log.info("now serving version %d from %s", fresh.version, self._base)
-                self._loaded = fresh
-        self._load_error = None
+        """Ready once a version is loaded. Never blocks: it starts a background load when one is due."""
+        self._refresh()
+        current = self._current
+        if current is not None:
+            return ModelStatus(ready=True, version=current.version)
+        return ModelStatus(ready=False, detail=self._not_ready_reason())
 
     def versions(self) -> list[VersionState]:
-        """The loaded version (AVAILABLE), or the newest on disk while it loads or after it failed to."""
-        status = self.status()
-        if status.ready and status.version is not None:
-            return [VersionState(status.version, "AVAILABLE")]
-        found = latest_version(self._base)
-        if found is None:
-            return []
-        if self._load_error:
-            return [VersionState(found[0], "END", self._load_error)]
-        return [VersionState(found[0], "LOADING")]
+        """The served version (AVAILABLE), the one loading (LOADING) and those that failed (END, with the error)."""
+        self._refresh()
+        with self._lock:
+            states = [VersionState(version, "END", error) for version, error in self._failed.items()]
+            if self._current is not None:
+                states.append(VersionState(self._current.version, "AVAILABLE"))
+            if self._loading_version is not None and self._loading is not None:
+                states.append(VersionState(self._loading_version, "LOADING"))
+        return sorted(states, key=lambda state: state.version)
+
+    def device(self) -> str:
+        """``GPU`` when this process's TensorFlow sees one, else ``CPU``."""
+        return _device()
 
     def start(self) -> None:
-        """Load the model in the background."""
-        self.status()
+        """Load the newest version in the background."""
+        self._refresh(force=True)
 
     def close(self) -> None:
-        """Drop the model so TensorFlow can free it."""
+        """Stop the batch pool and drop the model so TensorFlow can free it."""
         with self._lock:
-            self._loaded = None
+            self._closed = True
+            self._current = None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _ensure_loaded(self) -> _Loaded:
-        loaded = self._loaded
-        if loaded is not None:
-            return loaded
+    # -- loading -----------------------------------------------------------------------------------------------
+
+    def _model(self, deadline: float) -> _Loaded:
+        """The served version; while the first one loads, wait for that load until ``deadline``."""
+        self._refresh()
+        current = self._current
+        if current is not None:
+            return current
         with self._lock:
-            if self._loaded is None:
-                self._loaded = self._load()
-            return self._loaded
+            loading = self._loading
+        if loading is None:
+            raise ModelNotReady(self._not_ready_reason(), retry_after_s=5)
+        try:
+            return loading.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise ModelNotReady(f"model {self._name} is still loading; try again shortly", retry_after_s=2) from None
+        except ProxyError:
+            raise ModelNotReady(self._not_ready_reason(), retry_after_s=5) from None
 
-    def _load(self) -> _Loaded:
-        found = latest_version(self._base)
-        if found is None:
-            raise ModelNotReady(
-                f"no model under {self._base}: convert one with `python -m converter "
-                f"static/frozen_inference_graph.pb {self._base}` (make run does this)",
-                retry_after_s=5,
+    def _not_ready_reason(self) -> str:
+        with self._lock:
+            if self._loading is not None:
+                return f"model {self._name} is loading version {self._loading_version}"
+            failed = max(self._failed) if self._failed else None
+        if failed is not None:
+            return f"model {self._name} version {failed} failed to load: {self._failed[failed]}"
+        # No path here: this text reaches clients (and the open /readyz); the log has the directory.
+        return f"model {self._name} has no version to serve yet: convert one into its base path (make run does)"
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Start loading the newest version on disk if it is newer than the served one and has not failed;
+        looks at the disk at most every ``POLL_S`` unless forced."""
+        now = time.monotonic()
+        with self._lock:
+            if self._closed or self._loading is not None or (not force and now - self._checked_at < POLL_S):
+                return
+            self._checked_at = now
+            found = latest_version(self._base)
+            if found is None:
+                if self._current is None:
+                    log.info("model %s: no version under %s yet", self._name, self._base)
+                return
+            version, path = found
+            if (self._current is not None and version <= self._current.version) or version in self._failed:
+                return
+            loading: Future[_Loaded] = Future()
+            self._loading, self._loading_version = loading, version
+        threading.Thread(
+            target=self._load, args=(version, path, loading), name=f"load-{self._name}", daemon=True
+        ).start()
+
+    def _load(self, version: int, path: Path, loading: Future[_Loaded]) -> None:
+        try:
+            fresh = _load_version(self._name, version, path, self._signature_name, self._override)
+            self._labels.parse(fresh.labels_text, f"{path / LABEL_MAP}")  # a malformed label map fails the load
+        except ProxyError as exc:
+            with self._lock:
+                self._failed[version] = exc.message
+                self._loading = self._loading_version = None
+            log.warning("model %s: version %d at %s failed to load: %s", self._name, version, path, exc.message)
+            loading.set_exception(exc)
+            return
+        with self._lock:
+            previous = self._current
+            if previous is None or fresh.version > previous.version:
+                self._current = fresh
+            self._loading = self._loading_version = None
+        if previous is None:
+            log.info("model %s: serving version %d (%s input)", self._name, version, fresh.input_type)
+        else:
+            log.info("model %s: switched from version %d to %d", self._name, previous.version, version)
+        loading.set_result(fresh)
+
+    def _batch_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._batch_threads, thread_name_prefix=f"batch-{self._name}")
+            return self._pool
+
+    # -- running -----------------------------------------------------------------------------------------------
+
+    def _run(self, model: _Loaded, image: ImageInput, deadline: float) -> Prediction | ProxyError:
+        import tensorflow as tf  # imported here so the gRPC mode never pays for it
+
+        try:
+            value = model_input(image, model.input_type, model.rank)
+            self._calls.acquire(deadline)
+            try:
+                started = time.perf_counter()
+                outputs = model.function(**{model.input_key: tf.constant(value)})
+                inference_s = time.perf_counter() - started
+            finally:
+                self._calls.release()
+            detections = Detections.from_outputs(
+                {name: tensor.numpy() for name, tensor in outputs.items() if name in ANSWER_OUTPUTS}
             )
-        version, path = found
-        return _load_signature(path, version, self._signature)
+            labels = self._labels.parse(model.labels_text, self._name)
+            return Prediction(detections, labels, model.version, inference_s)
+        except ProxyError as exc:
+            return exc
+        except tf.errors.OpError as exc:
+            if exc.error_code == INVALID_ARGUMENT and model.input_type.is_encoded:
+                return InvalidImage(f"the model's image decoder cannot read this image: {exc.message}")
+            return error_for_code(exc.error_code, f"model {self._name} version {model.version}: {exc.message}")
 
 
-def _load_signature(path: Path, version: int, signature: str) -> _Loaded:
+@functools.cache
+def _device() -> str:
     import tensorflow as tf
 
-    log.info("loading model version %d from %s", version, path)
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+def _load_version(name: str, version: int, path: Path, signature_name: str, override: InputType | None) -> _Loaded:
+    import tensorflow as tf
+
+    log.info("model %s: loading version %d from %s", name, version, path)
     try:
         model = tf.saved_model.load(str(path), tags=["serve"])
     except (OSError, ValueError, RuntimeError, tf.errors.OpError) as exc:
-        raise BackendError(f"cannot load the SavedModel at {path}: {_first_line(str(exc))}") from None
+        raise BackendError(f"cannot load version {version} of model {name}: {exc}") from None
     signatures = dict(model.signatures)
-    if signature not in signatures:
-        raise BackendError(
-            f'model at {path} has no signature "{signature}" (it has: {", ".join(sorted(signatures)) or "none"})'
-        )
-    function = signatures[signature]
+    if signature_name not in signatures:
+        known = ", ".join(sorted(signatures)) or "none"
+        raise BackendError(f'model {name} version {version} has no signature "{signature_name}" (it has: {known})')
+    function = signatures[signature_name]
     _, inputs = function.structured_input_signature
     if len(inputs) != 1:
-        raise BackendError(f"signature {signature} of {path} takes {len(inputs)} inputs; an image detector takes one")
+        found = ", ".join(f"{key} ({spec.dtype.name})" for key, spec in sorted(inputs.items())) or "none"
+        raise BackendError(f"model {name} version {version} takes inputs {found}; a detector takes one image input")
     input_key, spec = next(iter(inputs.items()))
-    if spec.dtype != tf.uint8 or spec.shape.rank != 4:
+    missing = [output for output in REQUIRED_OUTPUTS if output not in function.structured_outputs]
+    if missing:
+        raise BackendError(f"model {name} version {version} lacks outputs {', '.join(missing)}")
+    manifest = read_manifest(path)
+    input_type = override or (manifest.input_type if manifest is not None else None) or _input_type(function, spec)
+    if input_type is None:
         raise BackendError(
-            f"signature {signature} input {input_key} is {spec.dtype.name} {spec.shape}; "
-            "expected an image tensor uint8 [batch, height, width, 3]"
+            f"model {name} version {version} takes {input_key} of {spec.dtype.name} {spec.shape}; a detector takes "
+            "uint8 or float32 pixels [batch, height, width, 3], or a string of image bytes"
         )
-    return _Loaded(version=version, function=function, input_key=input_key, owner=model)
+    labels_file = path / LABEL_MAP
+    labels_text = labels_file.read_text(encoding="utf-8") if labels_file.is_file() else None
+    return _Loaded(version, function, input_key, input_type, spec.shape.rank, labels_text, owner=model)
 
 
-def _first_line(message: str) -> str:
-    return message.strip().splitlines()[0] if message.strip() else "unknown error"
+def _input_type(function: Any, spec: Any) -> InputType | None:
+    """What a model converted elsewhere takes: pixels by dtype; for strings, a ParseExample op means tf.Example."""
+    if spec.dtype.name != "string":
+        return pixel_input_type(spec.dtype.name) if spec.shape.rank in (None, 4) else None
+    return string_input_type(graph_ops(function.graph.as_graph_def()))

@@ -1,9 +1,14 @@
 """The TensorFlow Serving backend: ``PredictionService/Predict`` over gRPC, without importing TensorFlow.
 
-One channel per process, created with the worker. Its service config asks for client-side ``round_robin`` over
-every address the target resolves to (compose ``--scale``, a Kubernetes headless Service) and retries calls that
-fail with UNAVAILABLE. The signature's input key, dtype and shape come from ``GetModelMetadata``, cached per model
-version, so converted TF1 graphs (``inputs``) and TF2 exports (``input_tensor``, batch 1) need no configuration.
+One channel per process (``ServingConnection``), shared by every model's backend and closed by its owner. Its
+service config asks for client-side ``round_robin`` over every address the target resolves to (compose
+``--scale``, a Kubernetes headless Service) and retries calls that fail with UNAVAILABLE.
+
+What a model takes is learned from ``GetModelMetadata`` and cached per version: the input key, its dtype (so
+converted TF1 graphs, ``inputs``, and TF2 exports, ``input_tensor`` with a batch of one, need no configuration), and
+for string inputs whether they are encoded images or tf.Example protos: the converter's metadata signature says
+so; for a model converted elsewhere the first image is sent both ways, once. Answers carry the label map of the
+model that produced them (``odapi.contract.LABEL_MAP_OUTPUT``) when the converter wrote it.
 """
 
 from __future__ import annotations
@@ -12,13 +17,26 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
 import numpy as np
 
+from odapi.contract import (
+    ANSWER_OUTPUTS,
+    LABEL_MAP_OUTPUT,
+    METADATA_INPUT_TYPE,
+    METADATA_LABEL_MAP,
+    METADATA_REQUEST,
+    METADATA_SIGNATURE,
+    REQUIRED_OUTPUTS,
+    InputType,
+    pixel_input_type,
+)
 from proxy._proto.google.protobuf import wrappers_pb2
+from proxy._proto.tensorflow.core.framework import types_pb2
 from proxy._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -27,21 +45,22 @@ from proxy._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from proxy.backends import ModelStatus, VersionState
-from proxy.detections import REQUIRED_OUTPUTS, Detections
-from proxy.errors import BackendError, ProxyError
-from proxy.settings import Settings
+from proxy.backends import CallLimit, LabelMaps, ModelStatus, Prediction, VersionState, model_input
+from proxy.detections import Detections
+from proxy.errors import BackendError, InvalidImage, ProxyError
+from proxy.images import ImageInput
+from proxy.labels import LabelMap
 from proxy.status_codes import DEADLINE_EXCEEDED, UNAVAILABLE, error_for_code
 from proxy.tensors import DTYPE_TO_NUMPY, TensorDecodeError, ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
 log = logging.getLogger(__name__)
 
-WANTED_OUTPUTS = (*REQUIRED_OUTPUTS, "num_detections")
 STATUS_TIMEOUT_S = 2.0
 AVAILABLE = 30  # ModelVersionStatus.State.AVAILABLE
+_REFRESH_ON = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
 
 
-def channel_options(settings: Settings) -> list[tuple[str, Any]]:
+def channel_options() -> list[tuple[str, Any]]:
     """gRPC channel arguments: unlimited message sizes, round_robin, retries of UNAVAILABLE, fast reconnects."""
     service_config = {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -75,80 +94,104 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+class ServingConnection:
+    """The process's one channel to TF Serving and its stubs, shared by every model's backend."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.channel = grpc.insecure_channel(target, options=channel_options())
+        prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.predict = prediction.Predict
+        self.get_metadata = prediction.GetModelMetadata
+        self.get_status = model_service_pb2_grpc.ModelServiceStub(self.channel).GetModelStatus
+
+    def close(self) -> None:
+        """Close the channel; calls still in flight end with CANCELLED."""
+        self.channel.close()
+
+
 @dataclass(frozen=True)
 class _Signature:
-    """What Predict needs to know about the serving signature, learned from GetModelMetadata."""
+    """What Predict needs to know about one version of the model, learned from GetModelMetadata."""
 
     version: int
     input_key: str
-    dtype: np.dtype[Any]
+    input_type: InputType | None  # None: a string input not yet told apart (a model converted elsewhere)
+    rank: int | None
     outputs: tuple[str, ...]
+    labels_text: str | None
 
 
-def open_channel(settings: Settings) -> grpc.Channel:
-    """The process's one channel to TF Serving, shared by every model's backend."""
-    assert settings.serving_address
-    return grpc.insecure_channel(settings.serving_address, options=channel_options(settings))
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model, and which version of it, calls name (MODEL_VERSION / MODEL_VERSION_LABEL pin one)."""
+
+    name: str
+    signature_name: str = "serving_default"
+    version: int | None = None
+    version_label: str | None = None
+    input_type: InputType | None = None  # INPUT_TYPE: overrides what the model says it takes
 
 
 class ServingBackend:
-    """Calls one model in TF Serving; maps gRPC status codes as TF Serving's REST server does."""
+    """Calls one model in TF Serving; gRPC status codes map to HTTP as TF Serving's REST server maps them."""
 
-    def __init__(self, settings: Settings, model_name: str, channel: grpc.Channel) -> None:
-        assert settings.serving_address
-        self._settings = settings
-        self._model_name = model_name
-        self._target = settings.serving_address
-        self._channel = channel
-        prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._predict = prediction.Predict
-        self._get_metadata = prediction.GetModelMetadata
-        self._get_status = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus
+    def __init__(
+        self,
+        spec: ModelSpec,
+        connection: ServingConnection,
+        *,
+        calls: CallLimit,
+        labels: LabelMaps,
+        request_timeout_s: float,
+    ) -> None:
+        self._spec = spec
+        self._connection = connection
+        self._calls = calls
+        self._labels = labels
+        self._timeout_s = request_timeout_s
         self._signature: _Signature | None = None
         self._signature_lock = threading.Lock()
+        self._closed = threading.Event()
 
     # -- the Backend interface ---------------------------------------------------------------------------------
 
-    def predict(self, image: np.ndarray) -> Detections:
-        """Send one image to Predict (tensor_content encoding) and read the OD API outputs in either encoding."""
-        deadline = time.monotonic() + self._settings.request_timeout_s
+    def predict(self, images: Sequence[ImageInput], deadline: float) -> list[Prediction | ProxyError]:
+        """Send every image to Predict at once (TF Serving may batch them), then read the answers in order."""
         signature = self._signature_for(deadline)
-        request = predict_pb2.PredictRequest(model_spec=self._model_spec())
-        batch = image[np.newaxis]
-        if batch.dtype != signature.dtype:
-            batch = batch.astype(signature.dtype)
-        request.inputs[signature.input_key].CopyFrom(ndarray_to_tensor_proto(batch))
-        # Ask only for what the answer uses: masks or feature maps can be far larger than the detections.
-        request.output_filter.extend(signature.outputs)
-        response = self._call(self._predict, request, deadline, "Predict")
-        served = response.model_spec.version.value
-        if served and served != signature.version:
-            log.info("TF Serving now serves version %d of %s; refreshing its signature", served, self._model_name)
-            self._signature = None
-        try:
-            outputs = {name: tensor_proto_to_ndarray(tensor) for name, tensor in response.outputs.items()}
-        except TensorDecodeError as exc:
-            raise BackendError(f"cannot read TF Serving's answer for model {self._model_name}: {exc}") from None
-        return Detections.from_outputs(outputs)
+        results: list[Prediction | ProxyError | None] = [None] * len(images)
+        pending = list(range(len(images)))
+        if signature.input_type is None and pending:
+            first = pending.pop(0)
+            signature, results[first] = self._tell_strings_apart(signature, images[first], deadline)
+        calls = [(index, self._send(signature, images[index], deadline)) for index in pending]
+        for index, call in calls:
+            results[index] = call if isinstance(call, ProxyError) else self._receive(signature, *call)
+        return [result if result is not None else BackendError("no answer") for result in results]
+
+    def labels(self) -> LabelMap | None:
+        """The label map of the version learned last, if any."""
+        signature = self._signature
+        return self._labels.parse(signature.labels_text, self._spec.name) if signature is not None else None
 
     def status(self) -> ModelStatus:
         """Ready when GetModelStatus reports a version AVAILABLE; bounded by a short deadline."""
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._model_spec(with_signature=False))
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._model_spec(signature=None))
         try:
-            response = self._get_status(request, timeout=min(STATUS_TIMEOUT_S, self._settings.request_timeout_s))
+            response = self._connection.get_status(request, timeout=min(STATUS_TIMEOUT_S, self._timeout_s))
         except grpc.RpcError as exc:
             return ModelStatus(ready=False, detail=self._describe(exc, "GetModelStatus").message)
         available = [s.version for s in response.model_version_status if s.state == AVAILABLE]
         if not available:
             states = ", ".join(f"version {s.version}: state {s.state}" for s in response.model_version_status)
-            return ModelStatus(ready=False, detail=f"model {self._model_name} has no AVAILABLE version ({states})")
+            return ModelStatus(ready=False, detail=f"model {self._spec.name} has no AVAILABLE version ({states})")
         return ModelStatus(ready=True, version=max(available))
 
     def versions(self) -> list[VersionState]:
         """Every version TF Serving knows of, with its state (GetModelStatus without a version)."""
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=self._model_name))
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=self._spec.name))
         try:
-            response = self._get_status(request, timeout=min(STATUS_TIMEOUT_S, self._settings.request_timeout_s))
+            response = self._connection.get_status(request, timeout=min(STATUS_TIMEOUT_S, self._timeout_s))
         except grpc.RpcError as exc:
             raise self._describe(exc, "GetModelStatus") from None
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
@@ -157,32 +200,105 @@ class ServingBackend:
             for s in sorted(response.model_version_status, key=lambda s: s.version)
         ]
 
+    def device(self) -> str:
+        """TF Serving's device is not visible from here."""
+        return "TF Serving"
+
     def start(self) -> None:
-        """Learn the signature in the background so the first request does not pay for it."""
+        """Learn the signature in a short-lived background thread, so the first request does not pay for it."""
 
         def prefetch() -> None:
             try:
-                self._signature_for(time.monotonic() + self._settings.request_timeout_s)
+                self._signature_for(time.monotonic() + self._timeout_s)
             except ProxyError as exc:
-                log.info("TF Serving not ready yet (%s); the proxy will retry per request", exc.message)
+                if not self._closed.is_set():
+                    log.info(
+                        "model %s: TF Serving not ready yet (%s); retrying per request", self._spec.name, exc.message
+                    )
 
-        threading.Thread(target=prefetch, name="serving-metadata", daemon=True).start()
+        threading.Thread(target=prefetch, name=f"metadata-{self._spec.name}", daemon=True).start()
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Forget the learned signature; the channel belongs to the ``ServingConnection``."""
+        self._closed.set()
+        self._signature = None
 
-    # -- internals ---------------------------------------------------------------------------------------------
+    # -- Predict -----------------------------------------------------------------------------------------------
 
-    def _model_spec(self, *, with_signature: bool = True) -> Any:
-        spec = model_pb2.ModelSpec(name=self._model_name)
-        if with_signature:
-            spec.signature_name = self._settings.signature_name
-        if self._settings.model_version is not None:
-            spec.version.CopyFrom(wrappers_pb2.Int64Value(value=self._settings.model_version))
-        elif self._settings.model_version_label:
-            spec.version_label = self._settings.model_version_label
-        return spec
+    def _request(self, signature: _Signature, image: ImageInput, input_type: InputType) -> Any:
+        request = predict_pb2.PredictRequest(model_spec=self._model_spec())
+        value = model_input(image, input_type, signature.rank)
+        request.inputs[signature.input_key].CopyFrom(ndarray_to_tensor_proto(value))
+        # Ask only for what the answer uses: masks or feature maps can be far larger than the detections.
+        request.output_filter.extend(signature.outputs)
+        return request
+
+    def _send(self, signature: _Signature, image: ImageInput, deadline: float) -> tuple[Any, list[float]] | ProxyError:
+        """Start one Predict; returns the call and its [start, end] times, or the error that stopped it."""
+        assumed = signature.input_type or InputType.ENCODED_IMAGE_STRING_TENSOR
+        try:
+            request = self._request(signature, image, assumed)
+            self._calls.acquire(deadline)
+        except ProxyError as exc:
+            return exc
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._calls.release()
+            return error_for_code(DEADLINE_EXCEEDED, "no time left for Predict within REQUEST_TIMEOUT_S")
+        timing = [time.perf_counter(), 0.0]
+        call = self._connection.predict.future(request, timeout=remaining)
+
+        def finished(_: Any) -> None:
+            timing[1] = time.perf_counter()
+            self._calls.release()
+
+        call.add_done_callback(finished)
+        return call, timing
+
+    def _receive(self, signature: _Signature, call: Any, timing: list[float]) -> Prediction | ProxyError:
+        try:
+            response = call.result()
+        except grpc.RpcError as exc:
+            return self._failed(exc, signature)
+        served = response.model_spec.version.value or signature.version
+        if served != signature.version:
+            log.info("model %s: TF Serving now serves version %d; learning its signature", self._spec.name, served)
+            self._signature = None
+        try:
+            outputs = {
+                name: tensor_proto_to_ndarray(tensor)
+                for name, tensor in response.outputs.items()
+                if name in ANSWER_OUTPUTS or name == LABEL_MAP_OUTPUT
+            }
+            detections = Detections.from_outputs(outputs)
+            labels = self._labels.parse(_first_string(outputs.get(LABEL_MAP_OUTPUT)), f"model {self._spec.name}")
+        except TensorDecodeError as exc:
+            return BackendError(f"cannot read TF Serving's answer for model {self._spec.name}: {exc}")
+        except ProxyError as exc:
+            return exc
+        return Prediction(detections, labels, served, max(0.0, (timing[1] or time.perf_counter()) - timing[0]))
+
+    def _tell_strings_apart(
+        self, signature: _Signature, image: ImageInput, deadline: float
+    ) -> tuple[_Signature, Prediction | ProxyError]:
+        """For a string input the converter did not describe: send the image as encoded bytes, then as a
+        tf.Example; the form the model takes is remembered for this version."""
+        answer: Prediction | ProxyError = BackendError("no answer")
+        for candidate in (InputType.ENCODED_IMAGE_STRING_TENSOR, InputType.TF_EXAMPLE):
+            tried = replace(signature, input_type=candidate)
+            call = self._send(tried, image, deadline)
+            answer = call if isinstance(call, ProxyError) else self._receive(tried, *call)
+            if isinstance(answer, Prediction):
+                log.info("model %s version %d takes %s", self._spec.name, signature.version, candidate)
+                with self._signature_lock:
+                    if self._signature is not None and self._signature.version == signature.version:
+                        self._signature = tried
+                return tried, answer
+            if not isinstance(answer, InvalidImage):
+                return signature, answer
+        return signature, answer
+
+    # -- the signature -----------------------------------------------------------------------------------------
 
     def _signature_for(self, deadline: float) -> _Signature:
         signature = self._signature
@@ -194,37 +310,66 @@ class ServingBackend:
             return self._signature
 
     def _fetch_signature(self, deadline: float) -> _Signature:
+        name, wanted = self._spec.name, self._spec.signature_name
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=self._model_spec(with_signature=False), metadata_field=["signature_def"]
+            model_spec=self._model_spec(signature=None), metadata_field=["signature_def"]
         )
-        response = self._call(self._get_metadata, request, deadline, "GetModelMetadata")
+        response = self._call(self._connection.get_metadata, request, deadline, "GetModelMetadata")
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         if "signature_def" not in response.metadata or not response.metadata["signature_def"].Unpack(signature_map):
-            raise BackendError(f"TF Serving sent no signature_def metadata for model {self._model_name}")
-        name = self._settings.signature_name
-        if name not in signature_map.signature_def:
+            raise BackendError(f"TF Serving sent no signature_def metadata for model {name}")
+        if wanted not in signature_map.signature_def:
             known = ", ".join(sorted(signature_map.signature_def)) or "none"
-            raise BackendError(f'model {self._model_name} has no signature "{name}" (it has: {known})')
-        signature_def = signature_map.signature_def[name]
+            raise BackendError(f'model {name} has no signature "{wanted}" (it has: {known})')
+        signature_def = signature_map.signature_def[wanted]
+        version = response.model_spec.version.value
         if len(signature_def.inputs) != 1:
-            raise BackendError(
-                f"signature {name} of model {self._model_name} takes inputs {sorted(signature_def.inputs)}; "
-                "an image detector takes one image tensor"
-            )
+            found = ", ".join(f"{key} ({_dtype(info.dtype)})" for key, info in sorted(signature_def.inputs.items()))
+            raise BackendError(f"model {name} takes inputs {found or 'none'}; a detector takes one image input")
         input_key, info = next(iter(signature_def.inputs.items()))
-        dtype = DTYPE_TO_NUMPY.get(info.dtype)
-        if dtype is None or dtype.kind not in "uif":
-            raise BackendError(
-                f"signature {name} of model {self._model_name} takes {input_key} of a non-numeric type; "
-                "this proxy sends decoded images (export with input_type=image_tensor)"
-            )
+        rank = None if info.tensor_shape.unknown_rank else len(info.tensor_shape.dim)
         missing = [output for output in REQUIRED_OUTPUTS if output not in signature_def.outputs]
         if missing:
-            raise BackendError(f"signature {name} of model {self._model_name} lacks outputs {', '.join(missing)}")
-        outputs = tuple(output for output in WANTED_OUTPUTS if output in signature_def.outputs)
-        version = response.model_spec.version.value
-        log.info("model %s version %d: input %s (%s)", self._model_name, version, input_key, dtype)
-        return _Signature(version=version, input_key=input_key, dtype=dtype, outputs=outputs)
+            raise BackendError(f"model {name} version {version} lacks outputs {', '.join(missing)}")
+        metadata: dict[str, str] = {}
+        if METADATA_SIGNATURE in signature_map.signature_def:
+            metadata = self._metadata(version, deadline)
+        input_type = self._spec.input_type or _input_type(info.dtype, metadata.get(METADATA_INPUT_TYPE))
+        if info.dtype != types_pb2.DT_STRING and (input_type is None or rank not in (None, 4)):
+            raise BackendError(
+                f"model {name} takes {input_key} of {_dtype(info.dtype)}; a detector takes uint8 or float32 pixels "
+                "[batch, height, width, 3], or a string of image bytes"
+            )
+        outputs = tuple(o for o in (*ANSWER_OUTPUTS, LABEL_MAP_OUTPUT) if o in signature_def.outputs)
+        log.info("model %s version %d: input %s (%s)", name, version, input_key, input_type or "string, to be told")
+        return _Signature(version, input_key, input_type, rank, outputs, metadata.get(METADATA_LABEL_MAP))
+
+    def _metadata(self, version: int, deadline: float) -> dict[str, str]:
+        """The converter's metadata signature of ``version``: its input type and label map."""
+        request = predict_pb2.PredictRequest(model_spec=self._model_spec(signature=METADATA_SIGNATURE))
+        request.model_spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))  # clears a version label
+        request.inputs[METADATA_REQUEST].CopyFrom(ndarray_to_tensor_proto(np.array([b""], dtype=object)))
+        response = self._call(self._connection.predict, request, deadline, "Predict (metadata)")
+        try:
+            return {
+                key: _first_string(tensor_proto_to_ndarray(tensor)) or ""
+                for key, tensor in response.outputs.items()
+                if key in (METADATA_INPUT_TYPE, METADATA_LABEL_MAP)
+            }
+        except TensorDecodeError as exc:
+            raise BackendError(f"cannot read model {self._spec.name}'s metadata: {exc}") from None
+
+    # -- calls and errors --------------------------------------------------------------------------------------
+
+    def _model_spec(self, *, signature: str | None = "") -> Any:
+        spec = model_pb2.ModelSpec(name=self._spec.name)
+        if signature is not None:
+            spec.signature_name = signature or self._spec.signature_name
+        if self._spec.version is not None:
+            spec.version.CopyFrom(wrappers_pb2.Int64Value(value=self._spec.version))
+        elif self._spec.version_label:
+            spec.version_label = self._spec.version_label
+        return spec
 
     def _call(self, method: Any, request: Any, deadline: float, name: str) -> Any:
         remaining = deadline - time.monotonic()
@@ -233,25 +378,51 @@ class ServingBackend:
         try:
             return method(request, timeout=remaining)
         except grpc.RpcError as exc:
-            error = self._describe(exc, name)
-            if isinstance(exc, grpc.Call) and exc.code() in (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                grpc.StatusCode.NOT_FOUND,
-            ):
-                # The model may have been replaced by one with another signature: learn it again next time.
-                self._signature = None
-            raise error from None
+            raise self._failed(exc, None) from None
+
+    def _failed(self, exc: grpc.RpcError, signature: _Signature | None) -> ProxyError:
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        if code in _REFRESH_ON:
+            # The model may have been replaced by one with another signature: learn it again next time.
+            self._signature = None
+        details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+        decoding = signature is not None and signature.input_type is not None and signature.input_type.is_encoded
+        if code is grpc.StatusCode.INVALID_ARGUMENT and decoding and "signature" not in details:
+            # The model decodes images itself: INVALID_ARGUMENT is its decoder refusing these bytes.
+            return InvalidImage(f"the model's image decoder cannot read this image: {details}")
+        return self._describe(exc, "Predict")
 
     def _describe(self, exc: grpc.RpcError, name: str) -> ProxyError:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
         details = (exc.details() if isinstance(exc, grpc.Call) else "") or code.name
         if code.value[0] == UNAVAILABLE:
-            message = f"TF Serving at {self._target} is unavailable: {details}"
+            message = f"TF Serving at {self._connection.target} is unavailable: {details}"
         elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
-            message = (
-                f"TF Serving did not answer {name} within {self._settings.request_timeout_s:g}s (REQUEST_TIMEOUT_S)"
-            )
+            message = f"TF Serving did not answer {name} within {self._timeout_s:g}s (REQUEST_TIMEOUT_S)"
         else:
-            message = f"TF Serving {name} for model {self._model_name}: {code.name}: {details}"
+            message = f"TF Serving {name} for model {self._spec.name}: {code.name}: {details}"
         return error_for_code(code.value[0], message)
+
+
+def _input_type(data_type: int, described: str | None) -> InputType | None:
+    """The input type from the signature's dtype and the converter's description (None: a string to tell)."""
+    if data_type == types_pb2.DT_STRING:
+        try:
+            return InputType(described) if described else None
+        except ValueError:
+            return None
+    found = DTYPE_TO_NUMPY.get(data_type)
+    return pixel_input_type(found.name) if found is not None else None
+
+
+def _dtype(data_type: int) -> str:
+    found = DTYPE_TO_NUMPY.get(data_type)
+    return "string" if data_type == types_pb2.DT_STRING else (found.name if found is not None else str(data_type))
+
+
+def _first_string(value: np.ndarray | None) -> str | None:
+    """The first element of a string tensor as text (the label map an answer carries), or None."""
+    if value is None or value.size == 0:
+        return None
+    first = value.reshape(-1)[0]
+    return first.decode("utf-8", errors="replace") if isinstance(first, bytes) else str(first)

@@ -1,0 +1,269 @@
+"""The HTTP layer's reading: a request's body (raw, multipart or JSON) and parameters → one typed request object.
+
+Nothing here knows of TF Serving or TensorFlow; the core (``proxy.pipeline``) takes these objects from the routes.
+Multipart bodies are parsed here rather than by werkzeug's form parser: a part without a filename keeps its bytes
+(werkzeug would decode it as text), the part count has its own limit and message, and looking for an ``api_key``
+stops at that field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from flask import Request
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from proxy.errors import InvalidImage, InvalidParameter, PayloadTooLarge, ProxyError
+from proxy.params import (
+    parse_classes,
+    parse_count,
+    parse_flag,
+    parse_format,
+    parse_fraction,
+    parse_min_confidence,
+    parse_threshold,
+)
+from proxy.pipeline import Options
+from proxy.settings import Settings
+
+IMAGE_FIELD = "image"  # the multipart field, as DeepStack clients and HTML forms name it
+JSON_TYPES = frozenset({"application/json"})
+_IMAGE_ACCEPT = {"image/jpeg": "JPEG", "image/png": "PNG"}
+_DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
+# Content types under which a client may well be sending an image without saying so precisely: curl's
+# --data-binary default (form-urlencoded), generic binary, or none at all.
+_NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "application/x-www-form-urlencoded"})
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart body."""
+
+    name: str
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DetectRequest:
+    """A detection request as the routes hand it to the core."""
+
+    images: tuple[bytes | ProxyError, ...]  # per image: its bytes, or why they could not be read (a batch)
+    batch: bool  # a JSON ``images`` list: the answer is a list too
+    model: str | None
+    options: Options
+    output: str  # "counts", "verbose", "JPEG" or "PNG"
+    declared_non_image: bool  # a raw body declared as a non-image type: not decoding is then a 415
+
+    @property
+    def picture_format(self) -> str | None:
+        """JPEG or PNG when the answer is the annotated picture."""
+        return self.output if self.output in ("JPEG", "PNG") else None
+
+
+def classify_request(request: Request, settings: Settings) -> DetectRequest:
+    """``POST /classify``: query parameters, and the image(s) from the raw body, a multipart upload or JSON."""
+    args = request.args
+    verbose = parse_flag("verbose", args.get("verbose"))
+    picture = parse_format(args.get("format"))
+    if picture in ("JPEG", "PNG") and verbose:
+        raise InvalidParameter(f"verbose=true asks for JSON but format={args.get('format')} asks for a picture")
+    if picture is None and not verbose:
+        picture = _accepted_picture(request)
+    output = picture if picture in ("JPEG", "PNG") else ("verbose" if verbose else "counts")
+    mimetype = (request.mimetype or "").lower()
+    if mimetype in JSON_TYPES:
+        images, batch = read_json_images(request.get_data(cache=False), settings.max_batch_images)
+        if batch and output in ("JPEG", "PNG"):
+            raise InvalidParameter("a batch answers JSON only: drop format (or Accept: image/...) for a batch")
+    elif mimetype == "multipart/form-data":
+        images, batch = (multipart_image(request, settings),), False
+    else:
+        images, batch = (request.get_data(cache=False),), False
+    options = Options(
+        threshold=parse_threshold(args.get("threshold"), settings.default_threshold),
+        iou_threshold=parse_fraction("iou_threshold", args.get("iou_threshold"), None),
+        classes=parse_classes(args.get("classes")),
+        max_detections=parse_count("max_detections", args.get("max_detections")),
+        picture=output in ("JPEG", "PNG"),
+    )
+    declared_non_image = mimetype not in _NEUTRAL_TYPES and not mimetype.startswith(("image/", "multipart/"))
+    return DetectRequest(images, batch, args.get("model"), options, output, declared_non_image)
+
+
+def vision_request(request: Request, settings: Settings, model: str | None) -> DetectRequest:
+    """``POST /v1/vision/detection`` and ``/v1/vision/custom/NAME``: DeepStack's and CodeProject.AI's form fields
+    (query parameters too, as CodeProject.AI reads both), the image from the multipart body."""
+    mimetype = (request.mimetype or "").lower()
+    if mimetype == "multipart/form-data":
+        parts = multipart_parts(request, settings)
+        image = _image_part(parts)
+        fields = {part.name: _text(part) for part in parts if part.filename is None and part.name != IMAGE_FIELD}
+    else:
+        body = request.get_data(cache=False)
+        image = body if body and mimetype not in ("application/x-www-form-urlencoded", *JSON_TYPES) else None
+        fields = dict(request.form) if mimetype == "application/x-www-form-urlencoded" else {}
+    if image is None:
+        raise InvalidImage("No valid image file found")
+
+    def value(name: str) -> str | None:
+        return fields.get(name, request.args.get(name))
+
+    max_detections = parse_count("max_detections", value("max_detections"))
+    options = Options(
+        threshold=parse_min_confidence(value("min_confidence")),
+        iou_threshold=parse_fraction("iou_threshold", value("iou_threshold"), None),
+        classes=parse_classes(request.args.get("classes")),
+        max_detections=max_detections if max_detections is not None else settings.vision_max_detections,
+    )
+    return DetectRequest((image,), False, model, options, "vision", declared_non_image=False)
+
+
+def _accepted_picture(request: Request) -> str | None:
+    """JPEG or PNG when the Accept header prefers that image type to JSON."""
+    accept = request.accept_mimetypes
+    best = accept.best_match(["application/json", *_IMAGE_ACCEPT])
+    if best in _IMAGE_ACCEPT and accept.quality(best) > accept.quality("application/json"):
+        return _IMAGE_ACCEPT[best]
+    return None
+
+
+# -- JSON ---------------------------------------------------------------------------------------------------------
+
+
+def read_json_images(body: bytes, max_images: int) -> tuple[tuple[bytes | ProxyError, ...], bool]:
+    """``{"image": "<base64>"}`` or ``{"images": ["<base64>", ...]}`` → the image bytes, and whether it is a batch.
+
+    In a batch, an element that is not valid base64 becomes that element's error; everything else wrong with the
+    body is a 400 (or a 413 for too many images) for the request as a whole.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidParameter(f"malformed JSON body: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidParameter('the JSON body must be an object: {"image": "<base64>"} or {"images": [...]}')
+    if "url" in document or "urls" in document:
+        raise InvalidParameter(
+            "this server never fetches images from URLs on a client's behalf; send the image itself, base64, "
+            'in "image"'
+        )
+    has_one, has_many = "image" in document, "images" in document
+    if has_one == has_many:
+        raise InvalidParameter('the JSON body needs exactly one of "image" (one base64 string) or "images" (a list)')
+    if has_one:
+        if not isinstance(document["image"], str):
+            raise InvalidParameter('"image" must be a base64 string')
+        return (decode_base64(document["image"], "image"),), False
+    images = document["images"]
+    if not isinstance(images, list) or not images:
+        raise InvalidParameter('"images" must be a non-empty list of base64 strings')
+    if len(images) > max_images:
+        raise PayloadTooLarge(f"the batch holds {len(images)} images; the limit is {max_images} (MAX_BATCH_IMAGES)")
+    if not all(isinstance(image, str) for image in images):
+        index = next(i for i, image in enumerate(images) if not isinstance(image, str))
+        raise InvalidParameter(f'"images" must hold base64 strings; element {index} is not a string')
+    return tuple(_decoded_or_error(image, f"images[{index}]") for index, image in enumerate(images)), True
+
+
+def decode_base64(text: str, where: str) -> bytes:
+    """Base64 in the standard or URL-safe alphabet, padding optional, with or without a ``data:`` URL prefix."""
+    payload = _DATA_URL.sub("", text.strip(), count=1)
+    payload = "".join(payload.split())  # MIME-style line breaks
+    if "-" in payload or "_" in payload:
+        payload = payload.replace("-", "+").replace("_", "/")
+    payload += "=" * (-len(payload) % 4)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImage(f"{where} is not valid base64: {exc}") from None
+
+
+def _decoded_or_error(text: str, where: str) -> bytes | ProxyError:
+    try:
+        return decode_base64(text, where)
+    except ProxyError as exc:
+        return exc
+
+
+# -- multipart ----------------------------------------------------------------------------------------------------
+
+
+def multipart_image(request: Request, settings: Settings) -> bytes:
+    """The image of a multipart upload: the field ``image``, else the first file part whatever its name."""
+    image = _image_part(multipart_parts(request, settings))
+    if image is None:
+        raise InvalidImage(f"multipart upload without an image: send it in the field {IMAGE_FIELD!r}")
+    return image
+
+
+def multipart_parts(request: Request, settings: Settings) -> list[Part]:
+    """Every part of the request's multipart body."""
+    return list(iter_parts(request.get_data(cache=False), request.content_type or "", settings.max_form_parts))
+
+
+def iter_parts(
+    body: bytes, content_type: str, max_parts: int, *, keep: Callable[[str], bool] | None = None
+) -> Iterator[Part]:
+    """The parts of a multipart body in order. ``keep(name)`` may say a part's bytes are not wanted (they are then
+    skipped, not copied). More than ``max_parts`` parts is a 413 naming MAX_FORM_PARTS."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get("boundary")
+    if not boundary:
+        raise InvalidParameter("multipart/form-data without a boundary parameter in its Content-Type")
+    decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=None)
+    decoder.receive_data(body)
+    decoder.receive_data(None)
+    count = 0
+    current: tuple[str, str | None, str | None] | None = None
+    chunks: list[bytes] = []
+    wanted = True
+    try:
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, (Epilogue, NeedData)):
+                if current is not None or isinstance(event, NeedData):
+                    raise InvalidParameter("malformed multipart body: it ends inside a part")
+                return
+            if isinstance(event, (Field, File)):
+                count += 1
+                if count > max_parts:
+                    raise PayloadTooLarge(f"the multipart body has more than {max_parts} parts (MAX_FORM_PARTS)")
+                filename = event.filename if isinstance(event, File) else None
+                current = (event.name, filename, event.headers.get("content-type"))
+                wanted = keep is None or keep(event.name)
+                chunks = []
+            elif isinstance(event, Data) and current is not None:
+                if wanted:
+                    chunks.append(event.data)
+                if not event.more_data:
+                    yield Part(*current, data=b"".join(chunks))
+                    current = None
+    except ValueError as exc:
+        raise InvalidParameter(f"malformed multipart body: {exc}") from None
+
+
+def form_field(body: bytes, content_type: str, name: str, max_parts: int) -> str | None:
+    """One form field of a multipart body (the ``api_key`` DeepStack clients send), reading no further than it."""
+    for part in iter_parts(body, content_type, max_parts, keep=lambda field: field == name):
+        if part.name == name and part.filename is None:
+            return _text(part)
+    return None
+
+
+def _image_part(parts: list[Part]) -> bytes | None:
+    named = next((part for part in parts if part.name == IMAGE_FIELD), None)
+    if named is None:
+        named = next((part for part in parts if part.filename is not None), None)
+    return named.data if named is not None else None
+
+
+def _text(part: Part) -> str:
+    return part.data.decode("utf-8", errors="replace")
