@@ -14,9 +14,11 @@ When it serves, it prints exactly one line `READY port=<port>` to stdout. It log
 stderr: `fake_tfserving: method=Predict model=detector version=2 status=OK`. SIGTERM and SIGINT stop it
 gracefully.
 
-Fixtures use `start_server(args)`, which runs this module as a subprocess and returns a `RunningServer`.
+Fixtures and the benchmark use `harness.tfserving.start_server(args)`, which runs this module as a subprocess and
+returns a `RunningServer`; they never import this module (nor TensorFlow).
 
-Differences from TF Serving: no REST port, no batching, no config-file reload, no Classify/Regress/
+Differences from TF Serving: no REST port, no merging of requests into batches (``--enable_batching`` only
+checks what its batching session demands of every run), no config-file reload, no Classify/Regress/
 MultiInference (they answer UNIMPLEMENTED), and a failed version load is retried on every poll (at most
 `_MAX_LOAD_RETRIES` times) instead of once a minute.
 """
@@ -56,13 +58,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.support.tfserving_process import (  # noqa: F401  (re-exported: fixtures import them from here)
-    LOG_PREFIX,
-    READY_PREFIX,
-    RunningServer,
-    ServerStartError,
-    start_server,
-)
+from harness.tfserving import LOG_PREFIX, READY_PREFIX
 
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
@@ -251,10 +247,54 @@ def run_predict(
     _verify_inputs_size(signature, request)
     feeds = _input_values(signature, request)
     aliases = _output_aliases(signature, request)
+    if BATCHING.enabled:
+        _check_batchable_inputs(feeds)
     outputs = servable.run(feeds, [signature.outputs[alias].name for alias in aliases], timeout_ms)
+    if BATCHING.enabled:
+        _check_batchable_outputs(outputs, len(feeds[0][1]))
     for alias, value in zip(aliases, outputs, strict=True):
         response.outputs[alias].CopyFrom(tensor_to_proto_field(np.asarray(value)))
     return response
+
+
+@dataclass
+class _Batching:
+    """--enable_batching: every Run goes through TF Serving's BatchingSession, whose rules the checks below copy
+    (batching_util.h ComputeTensorBatchSize, batching_session.cc SplitOutputTensors). The stand-in runs each
+    request alone, so it checks what a batch of one must satisfy; it merges no requests."""
+
+    enabled: bool = False
+
+
+BATCHING = _Batching()
+
+
+def _check_batchable_inputs(feeds: Sequence[tuple[str, np.ndarray]]) -> None:
+    if not feeds:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Batching Run() must have at least one input tensor")
+    sizes = set()
+    for _, value in feeds:
+        if np.ndim(value) == 0:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, "Batching Run() input tensors must have at least one dimension"
+            )
+        sizes.add(np.shape(value)[0])
+    if len(sizes) > 1:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, "Batching Run() input tensors must have equal 0th-dimension size"
+        )
+
+
+def _check_batchable_outputs(outputs: Sequence[np.ndarray], batch: int) -> None:
+    for value in outputs:
+        if np.ndim(value) == 0:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, "Batched output tensor has 0 dimensions")
+        if np.shape(value)[0] != batch:
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "Batched output tensor's 0th dimension does not equal the sum of the 0th dimension sizes of the "
+                "input tensors",
+            )
 
 
 def _defaults(signature: meta_graph_pb2.SignatureDef) -> Mapping[str, tensor_pb2.TensorProto]:
@@ -785,6 +825,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--fail_with", type=_parse_status_code, help="test only: answer every Predict with this gRPC status"
     )
     parser.add_argument("--grace_seconds", type=float, default=5.0, help="time in-flight calls get at shutdown")
+    parser.add_argument(
+        "--enable_batching",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="apply the checks TF Serving's batching session makes of every run (it merges no requests)",
+    )
     options = parser.parse_args(argv)
     if len(options.model_name) != len(options.model_base_path):
         parser.error("--model_name and --model_base_path must be given in pairs")
@@ -840,6 +889,7 @@ def model_configs(options: argparse.Namespace) -> list[model_server_config_pb2.M
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGTERM or SIGINT; returns the exit code."""
     options = parse_args(argv)
+    BATCHING.enabled = options.enable_batching
     tf.get_logger().setLevel("ERROR")
     stop = threading.Event()
 

@@ -1,7 +1,6 @@
-"""Starting the TF Serving stand-in as a process, without importing TensorFlow into the caller.
+"""Starting the TF Serving stand-in (``tests/support/fake_tfserving.py``) as a process, without TensorFlow here.
 
-``tests.support.fake_tfserving`` imports TensorFlow at the top; fixtures and the benchmark's load generator only
-need to start it and read its READY line, so that part lives here.
+The stand-in imports TensorFlow; fixtures and the benchmark's load generator only start it and read its READY line.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from types import TracebackType
 READY_PREFIX = "READY port="
 LOG_PREFIX = "fake_tfserving:"
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 _REQUEST_LINE = re.compile(rf"^{LOG_PREFIX} method=(\S+) model=(\S+) version=(\S+) status=(\S+)$", re.MULTILINE)
 
 

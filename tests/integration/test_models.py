@@ -1,0 +1,94 @@
+"""Real models end to end, in both modes: the default person detector on real photographs, and every input type
+the Object Detection API exporters write, each answering what the export itself answers on the same bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+
+from demo_model import random_scene
+from harness.processes import HttpServer
+from tests.support.reference import Reference, assert_same_answer
+from tests.support.zoo import DEFAULT, PERSON_ENCODED, Zoo
+
+
+@pytest.fixture(scope="module")
+def reference(zoo: Zoo) -> Reference:
+    """The zoo's exports run directly in this process."""
+    return Reference(zoo)
+
+
+def classify(proxy: HttpServer, body: bytes, **params: Any) -> Any:
+    """POST the image to /classify and return the JSON answer, asserting a 200."""
+    answer = requests.post(f"{proxy.url}/classify", params=params, data=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def scene(seed: int, fmt: str) -> bytes:
+    """A generated picture of coloured shapes, as JPEG or PNG bytes."""
+    image, _ = random_scene(seed=seed, size=(480, 360))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("photo", "expected"), [("person", {"Person": 1}), ("cameraman", {"Person": 1}), ("cat", {})])
+def test_default_detector_finds_people_in_photographs(
+    any_proxy: HttpServer, photos: dict[str, bytes], photo: str, expected: dict[str, int]
+) -> None:
+    """With no model named, the real SSDLite detector answers one person for a portrait and none for a cat."""
+    assert classify(any_proxy, photos[photo]) == expected
+
+
+@pytest.mark.parametrize("photo", ["person", "cameraman"])
+@pytest.mark.parametrize("model", [DEFAULT, PERSON_ENCODED])
+def test_real_detector_answers_what_the_graph_answers(
+    any_proxy: HttpServer, reference: Reference, photos: dict[str, bytes], photo: str, model: str
+) -> None:
+    """Scores and boxes equal those of the frozen graph run directly on what the proxy sends it (pixels or bytes)."""
+    answer = classify(any_proxy, photos[photo], model=model, verbose="true", threshold=0.01)
+    assert_same_answer(answer, reference.verbose(model, photos[photo], 0.01))
+    assert answer and answer[0]["class"] == "Person" and answer[0]["score"] > 0.75
+
+
+def test_encoded_input_answers_for_the_upright_picture(any_proxy: HttpServer, photos: dict[str, bytes]) -> None:
+    """A photo stored sideways with EXIF orientation 6 answers, through an encoded-input model, the upright one's
+    person with the box turned back (TensorFlow ignores EXIF, so the proxy re-encodes it upright)."""
+    upright = Image.open(io.BytesIO(photos["person"]))
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, format="JPEG", quality=95, exif=exif)
+    sideways = classify(any_proxy, buffer.getvalue(), model=PERSON_ENCODED, verbose="true")
+    straight = classify(any_proxy, photos["person"], model=PERSON_ENCODED, verbose="true")
+    assert [d["class"] for d in sideways] == [d["class"] for d in straight] == ["Person"]
+    for key in ("x1", "y1", "x2", "y2"):
+        assert sideways[0][key] == pytest.approx(straight[0][key], abs=0.03)
+
+
+def test_every_exporter_input_type_answers_like_the_export(
+    any_proxy: HttpServer, zoo: Zoo, reference: Reference
+) -> None:
+    """TF1 frozen graphs and SavedModels of the TF1 exporter's three input types and TF2 exports of all four answer,
+    in this mode, what each export answers run directly on the same bytes (JPEG and PNG)."""
+    for model in zoo.demo_exports():
+        for seed, fmt in ((3, "PNG"), (5, "JPEG")):
+            body = scene(seed, fmt)
+            expected = reference.verbose(model.name, body, 0.5)
+            assert len(expected) >= 2, model.name  # the scene is not trivially empty
+            answer = classify(any_proxy, body, model=model.name, verbose="true", threshold=0.5)
+            assert_same_answer(answer, expected)
+
+
+def test_both_modes_answer_the_same(embedded_proxy: HttpServer, grpc_proxy: HttpServer, zoo: Zoo) -> None:
+    """For every model, embedded and TF Serving modes give the same verbose answer (scores within 1e-4)."""
+    body = scene(11, "JPEG")
+    for name in zoo.names:
+        embedded = classify(embedded_proxy, body, model=name, verbose="true", threshold=0.0)
+        serving = classify(grpc_proxy, body, model=name, verbose="true", threshold=0.0)
+        assert_same_answer(serving, embedded)

@@ -1,0 +1,93 @@
+"""The models the suite serves: the real person detector, and the demo detector in every exporter's form.
+
+Built once per session (about ten seconds with TensorFlow already imported) into a temporary directory, each
+converted by the project's own converter into a TF Serving base path, and listed in one TF Serving model config, so
+one stand-in and one proxy per mode serve them all (``MODELS``).
+
+    detector                     the real SSDLite person detector (TF1 frozen graph, image_tensor), the default
+    person-encoded               the same network behind an encoded_image_string_tensor input (TF1 exporter style)
+    tf1-frozen-<type>            the demo detector as a TF1 frozen graph, for the TF1 exporter's three input types
+    tf1-saved-<type>             the demo detector as the TF1 exporter's SavedModel (input key "inputs")
+    tf2-<type>                   the demo detector as a TF2 export (input_tensor, batch of one), all four types
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from odapi.contract import InputType
+
+DEFAULT = "detector"
+PERSON_ENCODED = "person-encoded"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One model as a user has it (``export``, with its label map) and converted for serving (``base_path``)."""
+
+    name: str
+    export: Path
+    base_path: Path
+    input_type: InputType
+
+    @property
+    def version_dir(self) -> Path:
+        """Version 1, the one the suite converts."""
+        return self.base_path / "1"
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """Every model of the session, by name, the default first."""
+
+    root: Path
+    models: dict[str, ZooModel]
+    config_file: Path  # a TF Serving ModelServerConfig listing them all
+
+    @property
+    def names(self) -> list[str]:
+        """Model names, the default first."""
+        return list(self.models)
+
+    def models_setting(self) -> str:
+        """``MODELS`` for a proxy serving them all (each version carries its own label map)."""
+        return ",".join(f"{model.name}::{model.base_path}" for model in self.models.values())
+
+    def demo_exports(self) -> list[ZooModel]:
+        """The demo detector's exports, one per exporter and input type."""
+        return [model for model in self.models.values() if model.name.startswith(("tf1-", "tf2-"))]
+
+
+def build_zoo(root: Path, default_graph: Path) -> Zoo:
+    """Export, convert and list every model of the suite under ``root``."""
+    from converter import convert
+    from converter.default_model import LABEL_MAP_TEXT
+    from demo_model.exports import frozen_detector, tf1_frozen_graph, write_all
+
+    exports = root / "exports"
+    person = exports / DEFAULT
+    person.mkdir(parents=True)
+    (person / "frozen_inference_graph.pb").write_bytes(default_graph.read_bytes())
+    (person / "label_map.pbtxt").write_text(LABEL_MAP_TEXT, encoding="utf-8")
+    encoded = exports / PERSON_ENCODED
+    encoded.mkdir()
+    detector = frozen_detector(default_graph.read_bytes())
+    (encoded / "frozen_inference_graph.pb").write_bytes(
+        tf1_frozen_graph(InputType.ENCODED_IMAGE_STRING_TENSOR, detector)
+    )
+    (encoded / "label_map.pbtxt").write_text(LABEL_MAP_TEXT, encoding="utf-8")
+    directories = [person, encoded, *write_all(exports)]
+
+    models: dict[str, ZooModel] = {}
+    for directory in directories:
+        base_path = root / "models" / directory.name
+        result = convert(directory, base_path, warmup=True)
+        models[directory.name] = ZooModel(directory.name, directory, base_path, result.input_type)
+    config = root / "models.config"
+    entries = "".join(
+        f'  config {{ name: "{m.name}" base_path: "{m.base_path}" model_platform: "tensorflow" }}\n'
+        for m in models.values()
+    )
+    config.write_text(f"model_config_list {{\n{entries}}}\n", encoding="utf-8")
+    return Zoo(root, models, config)
