@@ -211,6 +211,10 @@ class Connection(asyncio.Protocol):
         if len(event.headers) > FIELDS_LIMIT:
             self._fail(HeadersTooLarge(f"the request has more than {FIELDS_LIMIT} header fields"))
             return
+        if "content-length" in self.headers and "transfer-encoding" in self.headers:
+            # Framed two ways: a proxy before us may have read it the other way (request smuggling).
+            self._fail(BadRequest("malformed request: both Content-Length and Transfer-Encoding"))
+            return
         length = int(self.headers["content-length"]) if "content-length" in self.headers else None
         if length is not None and length > self.limits.max_body_bytes:
             self._fail(_too_large(self.limits.max_body_bytes))

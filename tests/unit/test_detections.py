@@ -1,89 +1,114 @@
-"""Raw detection tensors → the seed's JSON."""
+"""Detections: reading OD API outputs, the steps answers apply (threshold, merging, classes, best), and rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from proxy.detections import Detections, count_by_class, verbose_list
+from proxy.detections import Detections, greedy_merge, iou_matrix
 from proxy.errors import BackendError
 from proxy.labels import LabelMap
+from tests.support.fake_backend import detections
 
-LABELS = LabelMap({1: "Dog", 2: "Cat"})
 
-
-def outputs(scores: list[float], classes: list[float], num: float | None = None) -> dict[str, np.ndarray]:
-    """OD API outputs for one image with a box per row: row i is ``[i/10, i/20, i/10+0.1, i/20+0.2]``."""
-    rows = len(scores)
-    boxes = np.array([[i / 10, i / 20, i / 10 + 0.1, i / 20 + 0.2] for i in range(rows)], dtype=np.float32)
-    result = {
-        "detection_boxes": boxes[np.newaxis],
-        "detection_scores": np.array([scores], dtype=np.float32),
-        "detection_classes": np.array([classes], dtype=np.float32),
+def outputs(scores: list[float], classes: list[float], count: float | None = None) -> dict[str, np.ndarray]:
+    """A batch of one OD API output, boxes numbered by row."""
+    n = len(scores)
+    found = {
+        "detection_boxes": np.array([[[i / 10, i / 10, i / 10 + 0.05, i / 10 + 0.05] for i in range(n)]], np.float32),
+        "detection_scores": np.array([scores], np.float32),
+        "detection_classes": np.array([classes], np.float32),
     }
-    if num is not None:
-        result["num_detections"] = np.array([num], dtype=np.float32)
-    return result
+    if count is not None:
+        found["num_detections"] = np.array([count], np.float32)
+    return found
 
 
-def test_counts_keep_first_seen_order() -> None:
-    """Counts are per class name, in the order classes first appear in the model's score order."""
-    detections = Detections.from_outputs(outputs([0.9, 0.85, 0.8, 0.3], [2, 1, 2, 1], num=4))
-    assert list(count_by_class(detections.above(0.75), LABELS).items()) == [("Cat", 2), ("Dog", 1)]
+def test_from_outputs_keeps_num_detections_rows() -> None:
+    """Only the first num_detections rows are read; classes come as rounded integers."""
+    found = Detections.from_outputs(outputs([0.9, 0.8, 0.0], [1.0, 2.0000001, 1.0], count=2))
+    assert found.classes.tolist() == [1, 2]
+    assert found.scores.tolist() == pytest.approx([0.9, 0.8])
 
 
-def test_threshold_is_strict() -> None:
-    """A score equal to the threshold does not count (the seed's ``score > threshold``)."""
-    detections = Detections.from_outputs(outputs([0.75, 0.5], [1, 1], num=2))
-    assert count_by_class(detections.above(0.75), LABELS) == {}
-    assert count_by_class(detections.above(0.74), LABELS) == {"Dog": 1}
+def test_from_outputs_without_a_count_reads_every_row() -> None:
+    """Without num_detections (it is optional in a signature), every row is read."""
+    assert len(Detections.from_outputs(outputs([0.9, 0.8, 0.7], [1, 1, 1]))) == 3
 
 
-def test_only_the_first_num_detections_rows_are_read() -> None:
-    """Rows past ``num_detections`` are padding and never answered, whatever their score."""
-    detections = Detections.from_outputs(outputs([0.9, 0.9, 0.9], [1, 2, 2], num=1))
-    assert count_by_class(detections.above(0.5), LABELS) == {"Dog": 1}
+def test_from_outputs_orders_best_first() -> None:
+    """Rows are ordered by score, best first, equal scores in the model's order."""
+    found = Detections.from_outputs(outputs([0.5, 0.9, 0.5, 0.7], [1, 2, 3, 4]))
+    assert found.classes.tolist() == [2, 4, 1, 3]
 
 
-def test_without_num_detections_every_row_is_read() -> None:
-    """A model that has no ``num_detections`` output has all its rows read."""
-    detections = Detections.from_outputs(outputs([0.9, 0.8], [1, 2]))
-    assert len(detections) == 2
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"detection_scores": np.zeros((1, 2)), "detection_classes": np.zeros((1, 2))},
+        {
+            "detection_boxes": np.zeros((1, 2, 3)),
+            "detection_scores": np.zeros((1, 2)),
+            "detection_classes": np.zeros((1, 2)),
+        },
+    ],
+    ids=["missing-boxes", "bad-shape"],
+)
+def test_unusable_outputs_are_backend_errors(broken: dict[str, np.ndarray]) -> None:
+    """Missing required outputs or wrong shapes are a BackendError (502), naming what is wrong."""
+    with pytest.raises(BackendError):
+        Detections.from_outputs(broken)
 
 
-def test_verbose_maps_ymin_xmin_ymax_xmax_to_x1_y1_x2_y2() -> None:
-    """Verbose entries take x from xmin/xmax and y from ymin/ymax, in score order, with float scores."""
-    detections = Detections.from_outputs(outputs([0.9, 0.8], [1, 2], num=2))
-    answer = verbose_list(detections.above(0.5), LABELS)
-    assert answer[0] == {
-        "class": "Dog",
-        "score": pytest.approx(0.9),
-        "x1": 0.0,
-        "y1": 0.0,
-        "x2": pytest.approx(0.2),
-        "y2": pytest.approx(0.1),
-    }
-    assert answer[1]["class"] == "Cat"
-    assert answer[1]["x1"] == pytest.approx(0.05)
-    assert answer[1]["y2"] == pytest.approx(0.2)
-    assert all(type(value) is float for entry in answer for key, value in entry.items() if key != "class")
+def test_above_is_strict() -> None:
+    """above(t) keeps scores strictly greater than t."""
+    found = detections((1, 0.9, (0, 0, 1, 1)), (1, 0.5, (0, 0, 1, 1)))
+    assert len(found.above(0.5)) == 1 and len(found.above(0.49)) == 2
 
 
-def test_unknown_class_ids_get_the_fallback_name() -> None:
-    """A class id outside the label map is named ``Class <id>``."""
-    detections = Detections.from_outputs(outputs([0.9], [7], num=1))
-    assert count_by_class(detections.above(0.5), LABELS) == {"Class 7": 1}
+@pytest.mark.parametrize(
+    ("a", "b", "iou"),
+    [
+        ((0, 0, 1, 1), (0, 0, 1, 1), 1.0),
+        ((0, 0, 1, 1), (0, 0.5, 1, 1.5), 1 / 3),  # half overlaps: 0.5 / 1.5
+        ((0, 0, 1, 1), (0.5, 0.5, 1.5, 1.5), 0.25 / 1.75),
+        ((0, 0, 1, 1), (2, 2, 3, 3), 0.0),
+        ((0, 0, 0, 0), (0, 0, 0, 0), 0.0),  # empty boxes overlap nothing
+    ],
+)
+def test_iou_of_hand_worked_pairs(a: tuple[float, ...], b: tuple[float, ...], iou: float) -> None:
+    """IoU is intersection over union of [ymin, xmin, ymax, xmax] boxes, symmetric."""
+    matrix = iou_matrix(np.array([a, b]))
+    assert matrix[0, 1] == pytest.approx(iou) and matrix[1, 0] == pytest.approx(iou)
 
 
-def test_missing_outputs_are_a_backend_error() -> None:
-    """A model without the OD API outputs is the backend's fault (502), naming what is missing."""
-    with pytest.raises(BackendError, match="detection_boxes"):
-        Detections.from_outputs({"detection_scores": np.zeros((1, 3)), "detection_classes": np.zeros((1, 3))})
+def test_greedy_merge_keeps_the_best_of_each_overlapping_group() -> None:
+    """Greedy by score: B overlaps A by 1/3 (> 0.3): dropped; C overlaps B, not A: kept, since B was dropped."""
+    boxes = np.array([(0, 0, 1, 1), (0, 0.5, 1, 1.5), (0, 1.0, 1, 2.0)])
+    assert greedy_merge(boxes, 0.3) == [0, 2]
+    assert greedy_merge(boxes, 1 / 3) == [0, 1, 2]  # strictly above: exactly 1/3 stays
+    assert greedy_merge(np.zeros((0, 4)), 0.5) == []
 
 
-def test_wrong_shapes_are_a_backend_error() -> None:
-    """Outputs of the wrong rank are reported with their shapes."""
-    bad = outputs([0.9], [1], num=1)
-    bad["detection_boxes"] = np.zeros((1, 4), dtype=np.float32)
-    with pytest.raises(BackendError, match="unexpected shapes"):
-        Detections.from_outputs(bad)
+def test_merged_is_class_agnostic_and_leaves_kept_boxes_unchanged() -> None:
+    """A car also seen as a truck keeps the car (better score), its box unchanged."""
+    found = detections((3, 0.9, (0.1, 0.1, 0.5, 0.5)), (8, 0.8, (0.1, 0.12, 0.5, 0.52)), (1, 0.7, (0.6, 0.6, 0.9, 0.9)))
+    merged = found.merged(0.5)
+    assert merged.classes.tolist() == [3, 1]
+    np.testing.assert_array_equal(merged.boxes[0], found.boxes[0])
+
+
+def test_of_classes_and_best() -> None:
+    """of_classes keeps the ids given; best(n) the n first."""
+    found = detections((1, 0.9, (0, 0, 1, 1)), (2, 0.8, (0, 0, 1, 1)), (1, 0.7, (0, 0, 1, 1)))
+    assert found.of_classes(frozenset({1})).scores.tolist() == pytest.approx([0.9, 0.7])
+    assert found.of_classes(frozenset()).scores.tolist() == []
+    assert found.best(2).classes.tolist() == [1, 2] and len(found.best(10)) == 3
+
+
+def test_rows_name_each_detection() -> None:
+    """rows() walks the detections best first with names from the label map (fallback for unknown ids)."""
+    found = detections((1, 0.9, (0.1, 0.2, 0.3, 0.4)), (9, 0.5, (0, 0, 1, 1)))
+    rows = list(found.rows(LabelMap({1: "Dog"})))
+    assert [(row.class_id, row.name) for row in rows] == [(1, "Dog"), (9, "Class 9")]
+    assert (rows[0].ymin, rows[0].xmin, rows[0].ymax, rows[0].xmax) == pytest.approx((0.1, 0.2, 0.3, 0.4))

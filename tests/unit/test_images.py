@@ -1,4 +1,5 @@
-"""Image bytes → RGB arrays, for every Pillow mode and orientation a client may send."""
+"""Image bytes → what models take (pixels, or bytes TensorFlow decodes), for every mode and orientation a client
+may send; and the limits every image is held to."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from proxy.errors import InvalidImage, PayloadTooLarge
-from proxy.images import decode_image
+from proxy.images import DecodeBudget, ImageInput, ImageLimits
 
 LIMIT = 50_000_000
 
@@ -19,6 +20,11 @@ def save(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def decode_image(data: bytes, *, max_pixels: int, max_side: int = 0) -> np.ndarray:
+    """The pixels a pixel-input model gets for ``data``."""
+    return ImageInput(data, ImageLimits(max_pixels=max_pixels, max_side=max_side)).pixels()
 
 
 def test_rgb_png_round_trips_exactly() -> None:
@@ -121,7 +127,7 @@ def test_truncated_images_are_invalid(fmt: str) -> None:
 
 def test_empty_body_is_invalid() -> None:
     """No bytes at all is ``InvalidImage`` saying the body is empty."""
-    with pytest.raises(InvalidImage, match="empty body"):
+    with pytest.raises(InvalidImage, match="empty image"):
         decode_image(b"", max_pixels=LIMIT)
 
 
@@ -171,3 +177,102 @@ def test_draft_size_takes_the_cheapest_scale_near_the_limit(
 
     assert draft_size(size, 1024) == draft
     assert draft_size(size, 0) is None
+
+
+def _image_input(data: bytes, **limits: object) -> ImageInput:
+    return ImageInput(data, ImageLimits(**limits))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "extra"),
+    [
+        (Image.new("RGB", (64, 48), (10, 200, 30)), "JPEG", {}),
+        (Image.new("L", (64, 48), 90), "JPEG", {}),
+        (Image.new("RGB", (64, 48), (10, 200, 30)), "PNG", {}),
+        (Image.new("L", (64, 48), 90), "PNG", {}),
+    ],
+    ids=["rgb-jpeg", "grey-jpeg", "rgb-png", "grey-png"],
+)
+def test_bytes_tensorflow_reads_are_forwarded_as_sent(image: Image.Image, fmt: str, extra: dict[str, object]) -> None:
+    """Upright 8-bit RGB or grey JPEG and PNG within max_side go to an encoded-input model byte for byte."""
+    data = save(image, fmt, **extra)
+    prepared = _image_input(data, max_side=1024)
+    assert prepared.forwards_as_sent
+    assert prepared.encoded() == (data, fmt.lower())
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "extra"),
+    [
+        (Image.new("RGBA", (64, 48), (10, 200, 30, 128)), "PNG", {}),
+        (Image.new("P", (64, 48), 3), "PNG", {"transparency": 3}),
+        (Image.new("I;16", (64, 48), 40000), "PNG", {}),
+        (Image.new("CMYK", (64, 48), (0, 50, 100, 0)), "JPEG", {}),
+        (Image.new("RGB", (64, 48), (10, 200, 30)), "WEBP", {"lossless": True}),
+        (Image.new("RGB", (64, 48), (10, 200, 30)), "TIFF", {}),
+        (Image.new("RGB", (64, 48), (10, 200, 30)), "GIF", {}),
+        (Image.new("RGB", (64, 48), (10, 200, 30)), "BMP", {}),
+        (Image.new("RGB", (2000, 1000), (10, 200, 30)), "PNG", {}),
+    ],
+    ids=["rgba", "palette-alpha", "16-bit", "cmyk-jpeg", "webp", "tiff", "gif", "bmp", "over-max-side"],
+)
+def test_other_images_are_reencoded_as_lossless_png_of_the_pixels(
+    image: Image.Image, fmt: str, extra: dict[str, object]
+) -> None:
+    """What TensorFlow's decoder may not take, or what must be scaled, becomes a PNG holding exactly the pixels a
+    pixel-input model would get."""
+    prepared = _image_input(save(image, fmt, **extra), max_side=1024)
+    assert not prepared.forwards_as_sent
+    encoded, image_format = prepared.encoded()
+    assert image_format == "png"
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encoded))), prepared.pixels())
+
+
+def test_exif_rotated_jpeg_is_reencoded_upright() -> None:
+    """A JPEG with EXIF orientation 6 is re-encoded upright: TensorFlow's decoder ignores EXIF."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    prepared = _image_input(save(Image.new("RGB", (40, 20), (200, 10, 10)), "JPEG", exif=exif), max_side=1024)
+    assert prepared.size == (20, 40)
+    assert not prepared.forwards_as_sent
+    assert Image.open(io.BytesIO(prepared.encoded()[0])).size == (20, 40)
+
+
+def test_picture_is_full_size_and_pixels_are_scaled_from_it() -> None:
+    """picture() is the full upright picture; pixels() then fit max_side, scaled from it."""
+    prepared = _image_input(save(Image.new("RGB", (2048, 1024), (1, 2, 3)), "PNG"), max_side=512)
+    assert prepared.picture().size == (2048, 1024)
+    assert prepared.pixels().shape == (256, 512, 3)
+    assert prepared.has_picture
+
+
+@pytest.mark.parametrize(("size", "ok"), [((5000, 100), True), ((5001, 100), False), ((1, 60), False)])
+def test_aspect_limit(size: tuple[int, int], ok: bool) -> None:
+    """An image whose long side is more than MAX_IMAGE_ASPECT times its short side is a 413 from its header."""
+    data = save(Image.new("1", size), "PNG")
+    if ok:
+        assert _image_input(data, max_aspect=50.0).size == size
+    else:
+        with pytest.raises(PayloadTooLarge, match="MAX_IMAGE_ASPECT"):
+            _image_input(data, max_aspect=50.0)
+
+
+def test_budget_refuses_an_image_that_could_never_fit() -> None:
+    """An image whose decoding needs more than the whole budget is a 413 naming DECODE_MEMORY_MB."""
+    budget = DecodeBudget(1_000_000, wait_s=0.1)
+    prepared = _image_input(save(Image.new("RGB", (500, 500)), "PNG"), budget=budget)
+    with pytest.raises(PayloadTooLarge, match="DECODE_MEMORY_MB"):
+        prepared.pixels()
+    assert budget.used_bytes == 0
+
+
+def test_budget_waits_then_refuses_with_503() -> None:
+    """While the budget is held, a decode that does not fit waits, then is refused as Overloaded (503)."""
+    from proxy.errors import Overloaded
+
+    budget = DecodeBudget(2_000_000, wait_s=0.05)
+    prepared = _image_input(save(Image.new("RGB", (300, 300)), "PNG"), budget=budget)
+    with budget.reserve(1_500_000, "another image"), pytest.raises(Overloaded):
+        prepared.pixels()
+    assert prepared.pixels().shape == (300, 300, 3)  # once released, it decodes
+    assert budget.used_bytes == 0

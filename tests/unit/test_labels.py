@@ -1,4 +1,4 @@
-"""Label maps parsed with protobuf's text-format parser."""
+"""Label maps: parsed with protobuf's text-format parser (odapi.labels), then names and ids (proxy.labels)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,21 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import ConfigError
-from proxy.labels import LabelMap, fallback_name, load_label_map, parse_label_map
+from proxy.errors import InvalidParameter
+from proxy.labels import LabelMap, fallback_name
+
 
 COCO = Path(__file__).resolve().parents[2] / "data" / "mscoco_label_map.pbtxt"
+
+
+def parse_label_map(text: str, source: str = "label map") -> LabelMap:
+    """Parse label-map text the way the proxy does."""
+    return LabelMap.from_text(text, source=source)
+
+
+def load_label_map(path: Path) -> LabelMap:
+    """Read a label-map file the way the proxy does."""
+    return LabelMap.load(path)
 
 
 def test_coco_label_map() -> None:
@@ -93,3 +105,26 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A label map path that does not exist is a ``ConfigError`` naming it."""
     with pytest.raises(ConfigError, match="label map not found"):
         load_label_map(tmp_path / "nope.pbtxt")
+
+
+def test_ids_of_names_in_any_case_and_fallbacks() -> None:
+    """Names as answers show them, in any case, and "Class N" for ids the map lacks, become class ids."""
+    labels = LabelMap({1: "Dog", 10: "Traffic Light"})
+    assert labels.ids_of(["dog", "TRAFFIC LIGHT", "Class 17", " class 3 "]) == frozenset({1, 10, 17, 3})
+
+
+def test_ids_of_an_unknown_name_is_a_400() -> None:
+    """A name that is neither in the map nor "Class N" is an InvalidParameter naming it."""
+    with pytest.raises(InvalidParameter, match="unicorn"):
+        LabelMap({1: "Dog"}).ids_of(["unicorn"])
+
+
+def test_odapi_parser_raises_a_value_error() -> None:
+    """The TensorFlow-free parser the converter uses raises LabelMapError, a ValueError, for a bad map."""
+    from odapi.labels import LabelMapError
+    from odapi.labels import parse_label_map as parse_text
+
+    assert parse_text('item { id: 2 name: "cat" }') == {2: "Cat"}
+    with pytest.raises(LabelMapError):
+        parse_text("item { id: 2 }")
+    assert issubclass(LabelMapError, ValueError)

@@ -17,7 +17,6 @@ def test_defaults() -> None:
     assert settings.model_dir == Path("static")
     assert settings.model_base_path == Path("models/detector")
     assert settings.model_name == "detector"
-    assert settings.label_map_path == Path("static/label_map.pbtxt")
     assert settings.serving_address is None
     assert settings.embedded
     assert settings.default_threshold == 0.75
@@ -25,6 +24,12 @@ def test_defaults() -> None:
     assert settings.max_body_bytes == 20 * 1024 * 1024
     assert settings.max_image_pixels == 50_000_000
     assert settings.workers == 1
+    assert settings.max_batch_images == 16
+    assert settings.vision_max_detections is None
+    assert settings.input_type is None
+    assert settings.log_format == "auto"
+    assert settings.front.max_connections == 1000
+    assert settings.front.header_timeout_s == 10.0
 
 
 def test_values_from_the_environment() -> None:
@@ -49,9 +54,35 @@ def test_values_from_the_environment() -> None:
     assert settings.workers >= 2
 
 
-def test_model_dir_moves_the_default_label_map() -> None:
-    """Without LABEL_MAP, the label map is MODEL_DIR/label_map.pbtxt."""
-    assert Settings.from_env({"MODEL_DIR": "/x"}).label_map_path == Path("/x/label_map.pbtxt")
+def test_fallback_label_map_is_model_dirs_when_it_exists(tmp_path: Path) -> None:
+    """Without LABEL_MAP, the fallback label map is MODEL_DIR/label_map.pbtxt if there is one, else none."""
+    assert Settings.from_env({"MODEL_DIR": str(tmp_path)}).label_map_path is None
+    (tmp_path / "label_map.pbtxt").write_text('item { id: 1 name: "x" }')
+    assert Settings.from_env({"MODEL_DIR": str(tmp_path)}).label_map_path == tmp_path / "label_map.pbtxt"
+
+
+def test_front_and_round_settings() -> None:
+    """The HTTP front's bounds and this round's limits come from their variables."""
+    settings = Settings.from_env(
+        {
+            "REQUEST_HEADER_TIMEOUT_S": "3",
+            "REQUEST_MIN_RATE_BYTES": "0",
+            "MAX_CONNECTIONS": "50",
+            "MAX_BUFFERED_MB": "8",
+            "MAX_BODY_BYTES": "1000",
+            "MAX_BATCH_IMAGES": "4",
+            "VISION_MAX_DETECTIONS": "20",
+            "INPUT_TYPE": "tf_example",
+            "DECODE_MEMORY_MB": "64",
+            "LOG_FORMAT": "text",
+        }
+    )
+    assert (settings.front.header_timeout_s, settings.front.min_rate_bytes) == (3.0, 0)
+    assert (settings.front.max_connections, settings.front.max_buffered_bytes) == (50, 8 * 1024 * 1024)
+    assert settings.front.max_body_bytes == settings.max_body_bytes == 1000
+    assert (settings.max_batch_images, settings.vision_max_detections) == (4, 20)
+    assert settings.input_type == "tf_example" and settings.decode_memory_bytes == 64 * 1024 * 1024
+    assert settings.log_format == "text"
 
 
 @pytest.mark.parametrize(
@@ -64,6 +95,9 @@ def test_model_dir_moves_the_default_label_map() -> None:
         ({"REQUEST_TIMEOUT_S": "0"}, "REQUEST_TIMEOUT_S must be positive"),
         ({"MODEL_VERSION": "0"}, "MODEL_VERSION must be at least 1"),
         ({"MODEL_VERSION": "2", "MODEL_VERSION_LABEL": "stable"}, "not both"),
+        ({"INPUT_TYPE": "jpeg"}, "INPUT_TYPE must be one of image_tensor"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of auto, json, text"),
+        ({"VISION_MAX_DETECTIONS": "0"}, "VISION_MAX_DETECTIONS must be at least 1"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -73,11 +107,12 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 
 def test_models_list() -> None:
-    """MODELS lists name:label_map[:base_path] entries, the default first; base paths default to models/NAME."""
-    settings = Settings.from_env({"MODELS": "detector:static/label_map.pbtxt, faces:/l/faces.pbtxt:/m/faces"})
+    """MODELS lists name[:label_map[:base_path]] entries, the default first; base paths default to models/NAME."""
+    settings = Settings.from_env({"MODELS": "detector, cars:static/label_map.pbtxt, faces::/m/faces"})
     assert [(m.name, m.label_map, m.base_path) for m in settings.model_configs] == [
-        ("detector", Path("static/label_map.pbtxt"), Path("models/detector")),
-        ("faces", Path("/l/faces.pbtxt"), Path("/m/faces")),
+        ("detector", None, Path("models/detector")),
+        ("cars", Path("static/label_map.pbtxt"), Path("models/cars")),
+        ("faces", None, Path("/m/faces")),
     ]
 
 
@@ -92,8 +127,9 @@ def test_single_model_without_models() -> None:
 @pytest.mark.parametrize(
     ("models", "message"),
     [
-        ("detector", "MODELS entries are name:label_map"),
-        ("detector:", "MODELS entries are name:label_map"),
+        ("a:b:c:d", "MODELS entries are name"),
+        (":x.pbtxt", "MODELS entries are name"),
+        ("a:x.pbtxt:", "MODELS entries are name"),
         ("a:x.pbtxt,a:y.pbtxt", "MODELS names 'a' twice"),
         ("bad name:x.pbtxt", "may only hold letters"),
     ],
