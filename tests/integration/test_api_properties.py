@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from demo_model import random_scene
-from tests.support.processes import HttpServer
+from harness.processes import HttpServer
 
 DETECTION_KEYS = {"class", "score", "x1", "y1", "x2", "y2"}
 PREDICTION_KEYS = {"label", "confidence", "x_min", "y_min", "x_max", "y_max"}

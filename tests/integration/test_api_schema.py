@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 import proxy
 from demo_model import random_scene
-from tests.support.processes import HttpServer
+from harness.processes import HttpServer
 
 CHECKS = [
     not_a_server_error,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO, quiet_tf_env
+from harness.processes import REPO, quiet_tf_env
 
 TARGETS = [
     "640x480 p50, 1 client: proxy / floor",

@@ -20,7 +20,7 @@ from PIL import Image
 
 from demo_model import CLASSES, random_scene
 from tests.support.answers import assert_same_answer
-from tests.support.processes import HttpServer, proxy_server
+from harness.processes import HttpServer, proxy_server
 
 NAMES = {class_id: name.title() for class_id, name, _ in CLASSES}
 SIZES = [(640, 480), (320, 240), (300, 500), (1024, 768)]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.support.fake_tfserving import RunningServer, ServerStartError, start_server
+from harness.tfserving import RunningServer, ServerStartError, start_server
 
 OUTPUTS = {"detection_boxes", "detection_scores", "detection_classes", "num_detections", "pixel_sum"}
 # Clients must raise gRPC's 4 MB default themselves; the server already accepts the maximum.
@@ -48,6 +48,7 @@ model_config_list {
   config { name: "latest_only" base_path: "/models/latest_only" model_platform: "tensorflow" }
   config { name: "polled" base_path: "/models/polled" model_platform: "tensorflow" }
   config { name: "fallback" base_path: "/models/fallback" model_platform: "tensorflow" }
+  config { name: "probe" base_path: "/models/probe" model_platform: "tensorflow" }
 }
 """
 
@@ -154,6 +155,7 @@ def models_root(exports: dict[int, Path], tmp_path_factory: pytest.TempPathFacto
     }.items():
         for version in versions:
             shutil.copytree(exports[version], root / "models" / model / str(version))
+    _save_batching_probe(root / "models" / "probe" / "1")
     return root
 
 
@@ -167,6 +169,8 @@ def server(models_root: Path) -> Iterator[RunningServer]:
         f"--model_config_file={config}",
         f"--base_path_prefix_map=/models={models_root}/models",
         "--allow_version_labels_for_unavailable_models=true",
+        # As compose runs TF Serving: every run must then satisfy the batching session's rules.
+        "--enable_batching",
     ]
     with start_server(args) as running:
         assert running.alive()
@@ -718,3 +722,44 @@ def test_sigterm_stops_the_server_gracefully(models_root: Path) -> None:
         assert "Server stopped" in running.log_text()
     finally:
         running.close()
+
+
+def _save_batching_probe(directory: Path) -> None:
+    """A TF1 SavedModel with a zero-input signature, a scalar-output one, and a batch-shaped one."""
+    graph = tf.Graph()
+    with graph.as_default():
+        request = tf.compat.v1.placeholder(tf.string, shape=[None], name="request")
+        constant = tf.constant("label map text")
+        signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def
+        no_inputs = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+        no_inputs.outputs["text"].CopyFrom(tf.compat.v1.saved_model.utils.build_tensor_info(constant))
+        signatures = {
+            "no_inputs": no_inputs,
+            "scalar_output": signature(inputs={"request": request}, outputs={"text": constant}),
+            "batched": signature(inputs={"request": request}, outputs={"text": tf.strings.join([constant, request])}),
+        }
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(directory))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+            builder.save()
+
+
+def test_batching_applies_tf_servings_batch_rules(prediction: prediction_service_pb2_grpc.PredictionServiceStub) -> None:
+    """With --enable_batching, a run without inputs or with a scalar output fails as TF Serving's batching session
+    makes it fail, and a signature whose outputs share the inputs' batch runs."""
+    expected = {
+        "no_inputs": (grpc.StatusCode.INVALID_ARGUMENT, "Batching Run() must have at least one input tensor"),
+        "scalar_output": (grpc.StatusCode.FAILED_PRECONDITION, "Batched output tensor has 0 dimensions"),
+        "batched": (grpc.StatusCode.OK, ""),
+    }
+    for name, (code, message) in expected.items():
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = "probe", name
+        if name != "no_inputs":
+            request.inputs["request"].CopyFrom(tf.make_tensor_proto(np.array([b""], dtype=object)))
+        try:
+            prediction.Predict(request, timeout=20)
+            got = (grpc.StatusCode.OK, "")
+        except grpc.RpcError as error:
+            got = (error.code(), error.details())
+        assert got == (code, message), name

@@ -16,7 +16,7 @@ from PIL import Image
 
 from demo_model import Shape, draw_scene
 from tests.conftest import API_KEY
-from tests.support.processes import HttpServer
+from harness.processes import HttpServer
 
 # Two red shapes, one green, one blue (the demo sample), in a 640x480 picture.
 SHAPES = [

@@ -25,7 +25,7 @@ import requests
 from PIL import Image
 
 from demo_model import random_scene
-from tests.support.processes import HttpServer, children, proxy_server, rss_kib
+from harness.processes import HttpServer, children, proxy_server, rss_kib
 
 TOTAL_REQUESTS = 6000
 CLIENTS = 16

@@ -13,7 +13,7 @@ import requests
 from PIL import Image
 
 from demo_model import Shape, draw_scene
-from tests.support.processes import HttpServer
+from harness.processes import HttpServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The flags a sandboxed, offline machine needs: no background connections, no GPU, no sandbox as root.

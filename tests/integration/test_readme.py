@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO, HttpServer
+from harness.processes import REPO, HttpServer
 
 README = REPO / "README.md"
 BLOCK = re.compile(r"<!-- readme-curl-start -->\n```console\n(.*?)```\n<!-- readme-curl-end -->", re.DOTALL)

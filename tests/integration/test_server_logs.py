@@ -17,7 +17,7 @@ import requests
 from PIL.PngImagePlugin import PngInfo
 
 from demo_model import random_scene
-from tests.support.processes import HttpServer, proxy_server
+from harness.processes import HttpServer, proxy_server
 
 MARKER = b"ZQX-CLASSIFYOBJECTS-IMAGE-MARKER-8d1f2e"
 MAX_BODY_BYTES = 300_000

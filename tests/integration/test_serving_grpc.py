@@ -18,7 +18,7 @@ from converter import convert
 from demo_model import export_tf2_saved_model, random_scene
 from tests.support.answers import assert_same_answer
 from tests.support.fake_tfserving import RunningServer, start_server
-from tests.support.processes import HttpServer, free_port, proxy_server
+from harness.processes import HttpServer, free_port, proxy_server
 
 # TF Serving (and its stand-in) runs the graph in a TF1 session, the embedded mode as a tf.function: the kernels
 # chosen differ (oneDNN or not), so scores may differ in the fourth decimal, as they would against the real server.

@@ -247,7 +247,9 @@ def test_unknown_model_is_a_404_listing_the_models(client: FlaskClient) -> None:
 
 def test_model_parameter_picks_the_model(make_app: Callable[..., Flask]) -> None:
     """With several models, ?model= picks one; without it the first answers."""
-    settings = Settings(models=(ModelConfig("first", Settings().model_base_path), ModelConfig("second", Settings().model_base_path)))
+    settings = Settings(
+        models=(ModelConfig("first", Settings().model_base_path), ModelConfig("second", Settings().model_base_path))
+    )
     app = make_app(
         settings,
         first=FakeBackend(detections((1, 0.9, (0, 0, 1, 1))), LABELS),

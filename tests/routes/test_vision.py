@@ -36,7 +36,7 @@ def test_answer_carries_both_families_fields(client: FlaskClient) -> None:
     answer = detect(client, headers={"X-Request-ID": "req-42"})
     body = answer.json
     assert answer.status_code == 200
-    assert ENVELOPE <= set(body)
+    assert set(body) >= ENVELOPE
     assert body["success"] is True and body["code"] == 200 and body["command"] == "detect"
     assert body["requestId"] == "req-42"
     assert body["count"] == len(body["predictions"]) == 3
@@ -85,7 +85,7 @@ def test_errors_keep_the_envelope_with_empty_predictions(client: FlaskClient) ->
     answer = client.post("/v1/vision/detection", data={"min_confidence": "0.5"}, content_type="multipart/form-data")
     body = answer.json
     assert answer.status_code == 400
-    assert ENVELOPE <= set(body)
+    assert set(body) >= ENVELOPE
     assert (body["success"], body["predictions"], body["count"], body["code"]) == (False, [], 0, 400)
     assert body["error"] == "No valid image file found"
 

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.errors import ConfigError
-from proxy.errors import InvalidParameter
+from proxy.errors import ConfigError, InvalidParameter
 from proxy.labels import LabelMap, fallback_name
-
 
 COCO = Path(__file__).resolve().parents[2] / "data" / "mscoco_label_map.pbtxt"
 
