@@ -14,6 +14,7 @@ from pathlib import Path
 
 from converter.errors import ConversionError, NoModelFound
 from odapi.contract import InputType
+from odapi.tfenv import quiet_tensorflow
 
 COMMANDS = ("find", "default")
 
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_tensorflow() -> None:
     # TensorFlow's C++ start-up chatter would bury the one line this command prints; conversion rewrites a graph
     # and never runs one, so it has no use for a GPU and its driver probing either.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from converter.errors import BadLabelMap, InputNotFound, NoModelFound, NotAGraph, OutputNotWritable
 from converter.find import FoundModel, ModelKind, describe_input, find_model
-from converter.inputs import ModelInput, check_outputs, frozen_graph_input, graph_ops, signature_input
+from converter.inputs import ModelInput, check_outputs, frozen_graph_input, signature_input
 from odapi.contract import (
     COUNT_OUTPUT,
     LABEL_MAP_OUTPUT,
@@ -35,6 +35,7 @@ from odapi.contract import (
     SIGNATURE_KEY,
     InputType,
     encode_example,
+    graph_ops,
 )
 from odapi.labels import LabelMapError, read_label_map
 from odapi.layout import LABEL_MAP, MANIFEST, WARMUP, Manifest, latest_version, read_manifest

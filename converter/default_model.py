@@ -35,6 +35,8 @@ LABEL_MAP_TEXT = (
     'item {\n  id: 1\n  name: "person"\n  display_name: "person"\n}\n'
 )
 MARKER = ".classifyobjects-default.json"
+# `python -m demo_model DIR` (make demo) marks the demo it writes on request: such a demo is the user's choice.
+DEMO_MARKER = ".classifyobjects-demo"
 
 # What earlier versions of `make run` wrote into an empty model directory, without a marker: the coloured-shape
 # demo (demo_model) as TensorFlow 2.20 serializes it, its label map and its sample picture.
@@ -162,6 +164,9 @@ def _unchanged(model_dir: Path, written: dict[str, str]) -> bool:
 
 
 def _is_old_demo(model_dir: Path) -> bool:
+    """The coloured-shape demo as earlier versions of `make run` wrote it: unmarked, byte for byte."""
+    if (model_dir / DEMO_MARKER).exists():
+        return False
     return all(
         (model_dir / name).is_file() and _sha256(model_dir / name) == digest for name, digest in _OLD_DEMO.items()
     )

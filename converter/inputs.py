@@ -11,12 +11,12 @@ from typing import Any
 
 from converter.errors import MissingTensors
 from odapi.contract import (
-    PARSE_EXAMPLE_OPS,
     REQUIRED_OUTPUTS,
     TF1_INPUT_KEY,
     TF1_PLACEHOLDERS,
     InputType,
     pixel_input_type,
+    string_input_type,
 )
 
 _DTYPE_NAMES = {1: "float32", 4: "uint8", 7: "string", 3: "int32", 9: "int64", 2: "float64", 19: "float16"}
@@ -66,9 +66,7 @@ def frozen_graph_input(graph_def: Any, source: str, override: InputType | None =
     return ModelInput(_overridden(input_type, override, source), TF1_INPUT_KEY, f"{node.name}:0", rank)
 
 
-def signature_input(
-    signature: Any, graph_ops: Iterable[str], source: str, override: InputType | None = None
-) -> ModelInput:
+def signature_input(signature: Any, ops: Iterable[str], source: str, override: InputType | None = None) -> ModelInput:
     """The input of a SavedModel signature: its dtype tells pixels from bytes; for bytes, the placeholder name
     (TF1 exporter) or a ParseExample op in the graph (TF2 exports) tells a tf.Example from an encoded image."""
     inputs = dict(signature.inputs)
@@ -80,12 +78,7 @@ def signature_input(
     if info.dtype == _STRING:
         placeholder = info.name.split(":")[0].rsplit("/", 1)[-1]
         by_name = {name: input_type for input_type, name in TF1_PLACEHOLDERS.items()}.get(placeholder)
-        if by_name is not None and by_name.is_encoded:
-            input_type = by_name
-        elif PARSE_EXAMPLE_OPS.intersection(graph_ops):
-            input_type = InputType.TF_EXAMPLE
-        else:
-            input_type = InputType.ENCODED_IMAGE_STRING_TENSOR
+        input_type = by_name if by_name is not None and by_name.is_encoded else string_input_type(ops)
     else:
         pixels = pixel_input_type(dtype_name(info.dtype))
         if pixels is None or rank not in (None, 4):
@@ -107,14 +100,6 @@ def check_outputs(outputs: Iterable[str], source: str) -> None:
             f"{source} lacks outputs {', '.join(missing)} (it has: {', '.join(present[:12]) or 'none'}); "
             "is it an Object Detection API export?"
         )
-
-
-def graph_ops(graph_def: Any) -> set[str]:
-    """Every op type in a GraphDef, its function library included (TF2 exports keep their graphs there)."""
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:
-        ops.update(node.op for node in function.node_def)
-    return ops
 
 
 def _placeholders(graph_def: Any) -> list[Any]:

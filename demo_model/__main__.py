@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from converter.default_model import DEMO_MARKER
 from demo_model.scenes import Shape, draw_scene
 
 GRAPH = "frozen_inference_graph.pb"
 LABEL_MAP = "label_map.pbtxt"
 SAMPLE = "demo.jpg"
+
 
 # Two red shapes, one green, one blue: the README's example answers {"Red": 2, ...} for this picture.
 SAMPLE_SHAPES = [
@@ -38,10 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         (out / GRAPH).write_bytes(build_frozen_graph())
         (out / LABEL_MAP).write_text(label_map_text(), encoding="utf-8")
         draw_scene((640, 480), SAMPLE_SHAPES).save(out / SAMPLE, quality=95)
+        # Tells `python -m converter default` (make run) this demo was asked for: it is served, not replaced.
+        (out / DEMO_MARKER).write_text("written by python -m demo_model; make run serves it as the model here\n")
     except OSError as exc:
         print(f"demo_model: error: cannot write to {out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"wrote the demo detector to {out}: {GRAPH}, {LABEL_MAP}, {SAMPLE}")
+    print(f"wrote the demo detector to {out}: {GRAPH}, {LABEL_MAP}, {SAMPLE} (make run serves it from there)")
     return 0
 
 

@@ -164,21 +164,19 @@ def test_converter_image_installs_the_converter_extra() -> None:
 
 
 def test_lock_pins_everything_the_images_install() -> None:
-    """requirements.lock pins every package either image installs, at pyproject.toml's versions, and the builder."""
+    """requirements.lock pins every package either image installs, build backend included, as pyproject.toml asks."""
     lock = _lock()
     project = pyproject()
     proxy = project["project"]["dependencies"]
     converter = proxy + project["project"]["optional-dependencies"]["converter"]
-    closure = _installed_closure(converter)
-    assert {"flask", "grpcio", "tensorflow", "tensorflow-serving-api"} <= closure
+    # The build stage installs the build backend from the lock too and builds without isolation.
+    builder = project["build-system"]["requires"]
+    closure = _installed_closure(converter + builder)
+    assert {"flask", "grpcio", "tensorflow", "tensorflow-serving-api", "setuptools", "wheel"} <= closure
     assert not closure - set(lock), f"installed but not locked: {sorted(closure - set(lock))}"
-    for line in converter:
+    for line in converter + builder:
         requirement = Requirement(line)
         # pip refuses a constraint that contradicts a requirement, so the image build would fail at once.
-        assert lock[canonicalize_name(requirement.name)] in requirement.specifier, line
-    # The build stage installs the build backend from the lock and builds without isolation.
-    for line in project["build-system"]["requires"]:
-        requirement = Requirement(line)
         assert lock[canonicalize_name(requirement.name)] in requirement.specifier, line
 
 

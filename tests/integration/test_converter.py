@@ -1,210 +1,272 @@
-"""``python -m converter``: frozen graphs and SavedModels into TF Serving's versioned layout."""
+"""The converter: every exporter input type into TF Serving's layout with its label map and metadata; its commands
+(convert, find, default) with one-line errors and exit codes; the default detector put in place as make run does.
+
+Conversions run in process (TensorFlow is already imported); the CLI runs as a subprocess only where its exit codes
+and one-line messages are the point.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from converter import ConversionError, convert
-from converter.layout import versions
+from converter.default_model import DEMO_MARKER, MARKER, SHA256, Placed, place_default
+from converter.errors import BadLabelMap, MissingTensors, NoModelFound, NotAGraph
+from odapi.contract import LABEL_MAP_OUTPUT, METADATA_SIGNATURE, InputType
+from odapi.layout import LABEL_MAP, WARMUP, read_manifest, versions
+from tests.support.zoo import Zoo
 
 BIN = Path(sys.executable).parent
+EXPECTED_TYPES = {
+    "detector": InputType.IMAGE_TENSOR,
+    "person-encoded": InputType.ENCODED_IMAGE_STRING_TENSOR,
+    "tf1-frozen-tf_example": InputType.TF_EXAMPLE,
+    "tf1-saved-encoded_image_string_tensor": InputType.ENCODED_IMAGE_STRING_TENSOR,
+    "tf1-saved-tf_example": InputType.TF_EXAMPLE,
+    "tf2-float_image_tensor": InputType.FLOAT_IMAGE_TENSOR,
+    "tf2-encoded_image_string_tensor": InputType.ENCODED_IMAGE_STRING_TENSOR,
+    "tf2-tf_example": InputType.TF_EXAMPLE,
+}
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """Run the converter CLI in a fresh process."""
+def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m converter`` in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "converter", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
-def partial_graph(path: Path, names: list[str], *, image_dtype: str = "uint8") -> Path:
-    """A GraphDef holding an ``image_tensor`` placeholder and identity nodes with the given names."""
+def saved_model(version_dir: Path) -> Any:
+    """The version's parsed saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    return saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+
+
+def test_every_input_type_is_detected_and_recorded(zoo: Zoo) -> None:
+    """Each export's input type is found from its graph (TF2's two string types apart by their ops) and recorded
+    in the version's manifest, with the label map the version carries."""
+    for name, model in zoo.models.items():
+        manifest = read_manifest(model.version_dir)
+        assert manifest is not None, name
+        assert manifest.input_type is model.input_type
+        if name in EXPECTED_TYPES:
+            assert model.input_type is EXPECTED_TYPES[name], name
+        elif name.startswith(("tf1-", "tf2-")):
+            assert model.input_type == name.split("-", 2)[-1].replace("frozen-", "").replace("saved-", ""), name
+        assert (model.version_dir / LABEL_MAP).read_text() == (model.export / "label_map.pbtxt").read_text()
+        assert manifest.input_key == ("input_tensor" if name.startswith("tf2-") else "inputs")
+
+
+def test_versions_carry_the_metadata_signature_and_the_per_answer_label_map(zoo: Zoo) -> None:
+    """Every version's serve graph has the metadata signature (with a batched input) and a label-map output in
+    serving_default; a TF2 export keeps its own functions for TensorFlow's loader."""
+    for model in zoo.models.values():
+        [meta_graph] = saved_model(model.version_dir).meta_graphs
+        metadata = meta_graph.signature_def[METADATA_SIGNATURE]
+        assert set(metadata.inputs) == {"request"} and set(metadata.outputs) == {"input_type", "label_map"}
+        assert LABEL_MAP_OUTPUT in meta_graph.signature_def["serving_default"].outputs
+        assert not (model.version_dir / "fingerprint.pb").exists()
+        assert (model.version_dir / WARMUP).is_file()
+
+
+def test_versions_are_never_overwritten_and_if_changed_compares_the_label_map(zoo: Zoo, tmp_path: Path) -> None:
+    """Each conversion writes the next version; --if-changed writes nothing for the same model and label map, and a
+    new version when only the label map changed."""
+    source = tmp_path / "model"
+    shutil.copytree(zoo.models["tf1-frozen-image_tensor"].export, source)
+    base = tmp_path / "base"
+    assert convert(source, base).version == 1
+    sentinel = (base / "1" / "saved_model.pb").read_bytes()
+    assert convert(source, base).version == 2
+    assert (base / "1" / "saved_model.pb").read_bytes() == sentinel
+    unchanged = convert(source, base, if_changed=True)
+    assert (unchanged.version, unchanged.written) == (2, False)
+    (source / "label_map.pbtxt").write_text('item { id: 1 name: "crimson" }\n')
+    changed = convert(source, base, if_changed=True)
+    assert (changed.version, changed.written) == (3, True)
+    assert "crimson" in (base / "3" / LABEL_MAP).read_text()
+    assert versions(base) == [1, 2, 3] and sorted(p.name for p in base.iterdir()) == ["1", "2", "3"]
+
+
+def _graph_with(tmp_path: Path, *placeholders: tuple[str, str], outputs: tuple[str, ...]) -> Path:
+    """A GraphDef with the given (name, dtype) placeholders and identity outputs."""
     import tensorflow as tf
 
     graph = tf.Graph()
     with graph.as_default():
-        image = tf.compat.v1.placeholder(tf.as_dtype(image_dtype), [None, None, None, 3], name="image_tensor")
-        for name in names:
-            tf.identity(tf.cast(image, tf.float32), name=name)
+        first = None
+        for name, dtype in placeholders:
+            node = tf.compat.v1.placeholder(tf.as_dtype(dtype), name=name)
+            first = first if first is not None else node
+        for name in outputs:
+            tf.identity(tf.zeros([1, 1]), name=name)
+    path = tmp_path / "frozen_inference_graph.pb"
     path.write_bytes(graph.as_graph_def().SerializeToString())
     return path
 
 
-def test_cli_writes_version_1_then_2_and_never_overwrites(demo_model_dir: Path, tmp_path: Path) -> None:
-    """Each run writes the next integer version and prints it; earlier versions are left untouched."""
-    base = tmp_path / "detector"
-    first = run_cli(demo_model_dir / "frozen_inference_graph.pb", base)
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == str(base / "1")
-    sentinel = (base / "1" / "saved_model.pb").read_bytes()
-    second = run_cli(demo_model_dir / "frozen_inference_graph.pb", base)
-    assert second.returncode == 0, second.stderr
-    assert second.stdout.strip() == str(base / "2")
-    assert (base / "1" / "saved_model.pb").read_bytes() == sentinel
-    assert versions(base) == [1, 2]
-    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # no staging directories left behind
-
-
-def test_if_changed_skips_identical_input(demo_model_dir: Path, tmp_path: Path) -> None:
-    """With --if-changed, identical input writes nothing; changed input writes the next version."""
-    base = tmp_path / "detector"
-    graph = tmp_path / "frozen_inference_graph.pb"
-    graph.write_bytes((demo_model_dir / "frozen_inference_graph.pb").read_bytes())
-    assert convert(graph, base, if_changed=True).version == 1
-    again = run_cli(graph, base, "--if-changed")
-    assert again.returncode == 0
-    assert again.stdout.strip() == str(base / "1")
-    assert "already converted" in again.stderr
-    partial_graph(graph, ["detection_boxes", "detection_scores", "detection_classes", "num_detections"])
-    changed = convert(graph, base, if_changed=True)
-    assert (changed.version, changed.written) == (2, True)
-    manifest = json.loads((base / "2" / "assets.extra" / "classifyobjects.json").read_text())
-    assert manifest["input_key"] == "inputs"
-
-
-def test_saved_model_cli_lists_the_od_api_signature(model_base: Path) -> None:
-    """``saved_model_cli show --all`` shows serving_default with input ``inputs`` uint8 and the OD outputs."""
-    shown = subprocess.run(
-        [str(BIN / "saved_model_cli"), "show", "--all", "--dir", str(model_base / "1")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    assert "MetaGraphDef with tag-set: 'serve'" in shown
-    assert "signature_def['serving_default']" in shown
-    assert "inputs['inputs'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, -1, -1, 3)" in shown
-    for name in [
-        "detection_boxes",
-        "detection_scores",
-        "detection_classes",
-        "num_detections",
-        "raw_detection_boxes",
-    ]:
-        assert f"outputs['{name}']" in shown
-    assert "Method name is: tensorflow/serving/predict" in shown
-
-
-def test_converted_model_runs_in_a_fresh_tensorflow_process(model_base: Path) -> None:
-    """A new Python process loads the version with tf.saved_model.load and runs its signature on an image."""
-    script = textwrap.dedent(
-        f"""
-        import numpy as np, tensorflow as tf
-        model = tf.saved_model.load({str(model_base / "1")!r}, tags=["serve"])
-        fn = model.signatures["serving_default"]
-        image = np.zeros((1, 48, 64, 3), np.uint8)
-        image[0, 4:20, 4:20] = (220, 40, 40)
-        out = fn(inputs=tf.constant(image))
-        print(sorted(out), out["detection_classes"].numpy()[0, 0], out["num_detections"].numpy()[0])
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    names, top_class, count = result.stdout.rsplit(" ", 2)
-    assert "'detection_boxes'" in names and "'raw_detection_scores'" in names
-    assert float(top_class) == 1.0  # red
-    assert float(count) >= 1.0
-
-
-def test_warmup_file_is_a_prediction_log(model_base: Path) -> None:
-    """The warmup file TF Serving replays is a TFRecord of PredictionLog with an image under ``inputs``."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    records = list(tf.data.TFRecordDataset(str(model_base / "1" / "assets.extra" / "tf_serving_warmup_requests")))
-    assert len(records) == 1
-    log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
-    request = log.predict_log.request
-    assert request.model_spec.signature_name == "serving_default"
-    assert tf.make_ndarray(request.inputs["inputs"]).shape == (1, 320, 320, 3)
-
-
-def test_tf2_saved_model_export_is_copied(tmp_path: Path) -> None:
-    """A TF2 OD API export directory (SavedModel in ``saved_model/``) becomes a version keeping ``input_tensor``."""
-    from demo_model import export_tf2_saved_model
-
-    export = tmp_path / "exported"
-    export_tf2_saved_model(export / "saved_model")
-    (export / "pipeline.config").write_text("model {}\n")
-    result = run_cli(export, tmp_path / "detector", "--warmup")
-    assert result.returncode == 0, result.stderr
-    version = Path(result.stdout.strip())
-    manifest = json.loads((version / "assets.extra" / "classifyobjects.json").read_text())
-    assert manifest["input_key"] == "input_tensor"
-    assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
 @pytest.mark.parametrize(
-    ("setup", "message"),
+    ("build", "error", "words"),
     [
-        (lambda d: d / "missing.pb", "input not found: "),
-        (lambda d: _write(d / "notes.txt", b"this is not a graph\n"), "not a TensorFlow GraphDef"),
-        (lambda d: _write(d / "empty.pb", b""), "not a TensorFlow GraphDef (no nodes)"),
+        (lambda d: _graph_with(d, ("images", "uint8"), outputs=OUTPUTS), MissingTensors, "no input of a known type"),
         (
-            lambda d: partial_graph(d / "partial.pb", ["detection_boxes", "detection_scores"]),
-            "lacks required tensors: detection_classes, num_detections",
+            lambda d: _graph_with(d, ("image_tensor", "uint8"), ("tf_example", "string"), outputs=OUTPUTS),
+            MissingTensors,
+            "several inputs",
         ),
-        (
-            lambda d: partial_graph(
-                d / "float.pb",
-                ["detection_boxes", "detection_scores", "detection_classes", "num_detections"],
-                image_dtype="float32",
-            ),
-            "image_tensor in ",
-        ),
-        (lambda d: _mkdir(d / "not_a_saved_model"), "not a SavedModel directory (no saved_model.pb)"),
+        (lambda d: _graph_with(d, ("image_tensor", "uint8"), outputs=OUTPUTS[1:]), MissingTensors, "detection_boxes"),
+        (lambda d: _graph_with(d, ("image_tensor", "float32"), outputs=OUTPUTS), MissingTensors, "float32"),
+        (lambda d: _graph_with(d, ("tf_example", "int32"), outputs=OUTPUTS), MissingTensors, "int32"),
+        (lambda d: (d / "frozen_inference_graph.pb").write_text("not a graph") or d, NotAGraph, "GraphDef"),
+        (lambda d: d, NoModelFound, "no model in"),
     ],
-    ids=["missing", "text-file", "empty-file", "missing-tensors", "float-input", "empty-dir"],
+    ids=["unknown-input", "several-inputs", "missing-output", "float-tf1", "int-string", "text-file", "empty-dir"],
 )
-def test_input_errors_are_one_line_with_exit_1(tmp_path: Path, setup: object, message: str) -> None:
-    """Bad input is one line on stderr, naming the problem, and exit status 1; nothing is written."""
-    source = setup(tmp_path)  # type: ignore[operator]
-    result = run_cli(source, tmp_path / "out")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("converter: error: ")
-    assert message in lines[0]
-    assert "Traceback" not in result.stderr
-    assert versions(tmp_path / "out") == []
+def test_bad_models_are_one_line_naming_what_was_found(tmp_path: Path, build: Any, error: type, words: str) -> None:
+    """A model that breaks the contract is a ConversionError whose one line names what the converter found."""
+    source = tmp_path / "in"
+    source.mkdir()
+    build(source)
+    with pytest.raises(error) as raised:
+        convert(source, tmp_path / "out")
+    assert words in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_unwritable_output_is_one_line(demo_model_dir: Path, tmp_path: Path) -> None:
-    """An output base that cannot be created (a file is in the way) is one line and exit status 1."""
-    blocker = _write(tmp_path / "a-file", b"")
-    result = run_cli(demo_model_dir / "frozen_inference_graph.pb", blocker / "detector")
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith("converter: error: cannot create output directory")
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_bad_label_map_is_refused_with_its_line(zoo: Zoo, tmp_path: Path) -> None:
+    """A malformed label map stops the conversion, naming the file and line, before anything is written."""
+    source = tmp_path / "model"
+    shutil.copytree(zoo.models["tf1-frozen-image_tensor"].export, source)
+    (source / "label_map.pbtxt").write_text("item {\n  id: one\n}\n")
+    with pytest.raises(BadLabelMap, match="label_map.pbtxt: line 2"):
+        convert(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or versions(tmp_path / "out") == []
 
 
-def test_usage_error_exits_2() -> None:
-    """Missing arguments are a usage error with exit status 2."""
-    result = run_cli()
-    assert result.returncode == 2
-    assert "usage: python -m converter" in result.stderr
+def test_input_type_override_must_fit_the_dtype(zoo: Zoo, tmp_path: Path) -> None:
+    """--input-type may swap one string type for the other, never pixels for bytes."""
+    encoded = zoo.models["tf2-encoded_image_string_tensor"].export
+    assert convert(encoded, tmp_path / "a", input_type=InputType.TF_EXAMPLE).input_type is InputType.TF_EXAMPLE
+    with pytest.raises(ConversionError, match="does not fit"):
+        convert(encoded, tmp_path / "b", input_type=InputType.IMAGE_TENSOR)
 
 
-def test_library_raises_conversion_error(tmp_path: Path) -> None:
-    """As a library, ``convert`` raises ``ConversionError`` subclasses instead of exiting."""
-    with pytest.raises(ConversionError, match="input not found"):
-        convert(tmp_path / "nope.pb", tmp_path / "out")
+def test_default_directory_is_converted_when_the_input_holds_no_model(zoo: Zoo, tmp_path: Path) -> None:
+    """--default DIR converts the model in DIR when INPUT is an empty model directory."""
+    empty = tmp_path / "static"
+    empty.mkdir()
+    result = convert(empty, tmp_path / "out", default=zoo.models["detector"].export)
+    assert result.version == 1 and "person" in (result.version_dir / LABEL_MAP).read_text()
 
 
-def _write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
+def test_cli_prints_the_version_and_fails_in_one_line(zoo: Zoo, tmp_path: Path) -> None:
+    """The CLI prints the version directory; a failure is one line on stderr and exit status 1."""
+    done = run_cli(zoo.models["tf2-tf_example"].export, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "out" / "1")
+    assert "wrote version 1 (tf_example)" in done.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "saved_model.pb").write_bytes(b"\x00garbage")
+    failed = run_cli(tmp_path / "bad", tmp_path / "out2")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("converter: error: ") and failed.stderr.count("\n") == 1
 
 
-def _mkdir(path: Path) -> Path:
-    path.mkdir()
-    return path
+def test_find_names_the_model_a_directory_holds(zoo: Zoo, tmp_path: Path) -> None:
+    """`find DIR` prints the kind, the model and the label map, by the rule compose and Kubernetes use; exit 3
+    when there is none."""
+    export = zoo.models["tf2-image_tensor"].export
+    done = run_cli("find", export)
+    assert (done.returncode, done.stdout.split("\t")) == (
+        0,
+        ["SavedModel", str(export / "saved_model"), str(export / "label_map.pbtxt") + "\n"],
+    )
+    missing = run_cli("find", tmp_path)
+    assert missing.returncode == 3 and missing.stderr.strip() == f"converter: error: no model in {tmp_path}"
+
+
+def test_default_fetch_failure_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    """When the package index cannot give the default detector, `default` says so in one line and how to supply a
+    model, with exit status 4."""
+    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path), "CLASSIFYOBJECTS_CACHE": str(tmp_path / "cache")}
+    done = run_cli("default", tmp_path / "static", env=env)
+    assert done.returncode == 4
+    assert done.stderr.count("\n") == 1
+    assert "cannot fetch the default detector" in done.stderr and "make demo" in done.stderr
+    assert not (tmp_path / "static" / "frozen_inference_graph.pb").exists()
+
+
+@pytest.fixture
+def cached(default_graph: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """place_default fetching from the session's cache, never the network."""
+    monkeypatch.setattr("converter.default_model.fetch", lambda cache=None: default_graph)
+    return default_graph
+
+
+def test_default_is_placed_marked_and_then_left_in_place(cached: Path, tmp_path: Path) -> None:
+    """An empty directory gets the detector, its one-class label map and a marker; a second run changes nothing."""
+    static = tmp_path / "static"
+    assert place_default(static) is Placed.WRITTEN
+    marker = json.loads((static / MARKER).read_text())
+    assert marker["files"]["frozen_inference_graph.pb"] == SHA256
+    assert 'name: "person"' in (static / "label_map.pbtxt").read_text()
+    assert place_default(static) is Placed.CURRENT
+
+
+def test_a_users_model_is_never_touched(cached: Path, zoo: Zoo, tmp_path: Path) -> None:
+    """A model of the user's own, or the default's files edited by the user, are left alone."""
+    static = tmp_path / "static"
+    shutil.copytree(zoo.models["tf2-image_tensor"].export, static)
+    assert place_default(static) is Placed.USER_MODEL
+    edited = tmp_path / "edited"
+    place_default(edited)
+    (edited / "label_map.pbtxt").write_text('item { id: 1 name: "human" }\n')
+    assert place_default(edited) is Placed.USER_MODEL
+    assert "human" in (edited / "label_map.pbtxt").read_text()
+
+
+def test_the_old_demo_an_earlier_make_run_wrote_is_replaced(cached: Path, tmp_path: Path) -> None:
+    """The coloured-shape demo as earlier `make run`s wrote it (unmarked) gives way to the real detector, its sample
+    picture removed; a demo written on request (make demo) is kept."""
+    from demo_model.__main__ import main as write_demo
+
+    old = tmp_path / "old"
+    assert write_demo([str(old)]) == 0
+    (old / DEMO_MARKER).unlink()  # as the earlier make run left it
+    assert place_default(old) is Placed.REPLACED_DEMO
+    assert not (old / "demo.jpg").exists()
+    assert (old / MARKER).is_file()
+    chosen = tmp_path / "chosen"
+    assert write_demo([str(chosen)]) == 0
+    assert place_default(chosen) is Placed.USER_MODEL
+
+
+def test_saved_model_cli_shows_the_signatures(zoo: Zoo) -> None:
+    """TensorFlow's own saved_model_cli reads a converted version and shows both signatures."""
+    done = subprocess.run(
+        [str(BIN / "saved_model_cli"), "show", "--dir", str(zoo.models["detector"].version_dir), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "signature_def['serving_default']" in done.stdout
+    assert f"signature_def['{METADATA_SIGNATURE}']" in done.stdout
+    assert "image_tensor:0" in done.stdout

@@ -744,7 +744,9 @@ def _save_batching_probe(directory: Path) -> None:
             builder.save()
 
 
-def test_batching_applies_tf_servings_batch_rules(prediction: prediction_service_pb2_grpc.PredictionServiceStub) -> None:
+def test_batching_applies_tf_servings_batch_rules(
+    prediction: prediction_service_pb2_grpc.PredictionServiceStub,
+) -> None:
     """With --enable_batching, a run without inputs or with a scalar output fails as TF Serving's batching session
     makes it fail, and a signature whose outputs share the inputs' batch runs."""
     expected = {

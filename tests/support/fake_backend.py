@@ -53,14 +53,18 @@ class FakeBackend:
             except ProxyError as exc:
                 results.append(exc)
                 continue
-            results.append(found if isinstance(found, ProxyError) else Prediction(found, self.labels_map, self.version, 0.001))
+            results.append(
+                found if isinstance(found, ProxyError) else Prediction(found, self.labels_map, self.version, 0.001)
+            )
         return results
 
     def labels(self) -> LabelMap | None:
         return self.labels_map if self.ready else None
 
     def status(self) -> ModelStatus:
-        return ModelStatus(ready=self.ready, version=self.version if self.ready else None, detail="" if self.ready else "loading")
+        return ModelStatus(
+            ready=self.ready, version=self.version if self.ready else None, detail="" if self.ready else "loading"
+        )
 
     def versions(self) -> list[VersionState]:
         return [VersionState(self.version, "AVAILABLE" if self.ready else "LOADING")]

@@ -6,6 +6,7 @@ one stand-in and one proxy per mode serve them all (``MODELS``).
 
     detector                     the real SSDLite person detector (TF1 frozen graph, image_tensor), the default
     person-encoded               the same network behind an encoded_image_string_tensor input (TF1 exporter style)
+    switch                       the demo detector, for the test that converts a new version into it while served
     tf1-frozen-<type>            the demo detector as a TF1 frozen graph, for the TF1 exporter's three input types
     tf1-saved-<type>             the demo detector as the TF1 exporter's SavedModel (input key "inputs")
     tf2-<type>                   the demo detector as a TF2 export (input_tensor, batch of one), all four types
@@ -20,6 +21,7 @@ from odapi.contract import InputType
 
 DEFAULT = "detector"
 PERSON_ENCODED = "person-encoded"
+SWITCH = "switch"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ def build_zoo(root: Path, default_graph: Path) -> Zoo:
     from converter import convert
     from converter.default_model import LABEL_MAP_TEXT
     from demo_model.exports import frozen_detector, tf1_frozen_graph, write_all
+    from demo_model.graph import label_map_text
 
     exports = root / "exports"
     person = exports / DEFAULT
@@ -77,7 +80,11 @@ def build_zoo(root: Path, default_graph: Path) -> Zoo:
         tf1_frozen_graph(InputType.ENCODED_IMAGE_STRING_TENSOR, detector)
     )
     (encoded / "label_map.pbtxt").write_text(LABEL_MAP_TEXT, encoding="utf-8")
-    directories = [person, encoded, *write_all(exports)]
+    switch = exports / SWITCH
+    switch.mkdir()
+    (switch / "frozen_inference_graph.pb").write_bytes(tf1_frozen_graph(InputType.IMAGE_TENSOR))
+    (switch / "label_map.pbtxt").write_text(label_map_text(), encoding="utf-8")
+    directories = [person, encoded, switch, *write_all(exports)]
 
     models: dict[str, ZooModel] = {}
     for directory in directories:
