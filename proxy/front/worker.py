@@ -81,8 +81,9 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
         )
         await self.front.listen(listener.sock for listener in self.sockets)
         announce = getattr(hooks, "announce_when_ready", None)
+        announcing = None
         if announce is not None and self.age == 1:  # the first worker says it, once
-            self.loop.create_task(announce(self.loop, self.front.pool))
+            announcing = asyncio.get_running_loop().create_task(announce(asyncio.get_running_loop(), self.front.pool))
         stuck_after = float(getattr(hooks, "stuck_after_s", 60.0))
         while self.alive:
             oldest = self.front.oldest_dispatch()
@@ -92,4 +93,6 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
                 self.log.info("the master is gone; worker %s stops", self.pid)
                 break
             await asyncio.sleep(HEARTBEAT_S)
+        if announcing is not None:
+            announcing.cancel()
         await self.front.shutdown(0.0 if self._quick else float(self.cfg.graceful_timeout))
