@@ -99,10 +99,10 @@ def tf1_frozen_graph(input_type: InputType, detector: Detector = demo_detect) ->
     graph = tf.Graph()
     with graph.as_default():
         placeholder = _tf1_placeholder(input_type)
-        outputs = detector(images_from(input_type, placeholder))
+        with tf.name_scope("detector"):  # the detector's own node names cannot take the output names
+            outputs = detector(images_from(input_type, placeholder))
         for name, tensor in outputs.items():
-            if tensor.op.name != name:
-                tf.identity(tensor, name=name)
+            tf.identity(tensor, name=name)  # the exporter's output names, at the top of the graph
     serialized: bytes = graph.as_graph_def().SerializeToString(deterministic=True)
     return serialized
 

@@ -4,6 +4,8 @@ the Object Detection API exporters write, each answering what the export itself 
 from __future__ import annotations
 
 import io
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 from demo_model import random_scene
 from harness.processes import HttpServer
 from tests.support.reference import Reference, assert_same_answer
-from tests.support.zoo import DEFAULT, PERSON_ENCODED, Zoo
+from tests.support.zoo import DEFAULT, PERSON_ENCODED, SWITCH, Zoo
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +94,46 @@ def test_both_modes_answer_the_same(embedded_proxy: HttpServer, grpc_proxy: Http
         embedded = classify(embedded_proxy, body, model=name, verbose="true", threshold=0.0)
         serving = classify(grpc_proxy, body, model=name, verbose="true", threshold=0.0)
         assert_same_answer(serving, embedded)
+
+
+RENAMED = {"Red": "Crimson", "Green": "Emerald", "Blue": "Azure", "Yellow": "Amber"}
+
+
+def test_a_new_version_brings_its_own_label_map(
+    embedded_proxy: HttpServer, grpc_proxy: HttpServer, zoo: Zoo, tmp_path: Path
+) -> None:
+    """A version converted with other class ids and its own label map takes over in both modes, and no answer
+    ever pairs one version's ids with the other's names (a red shape is Red, then Crimson: never Yellow or Amber)."""
+    from converter import convert
+    from demo_model.exports import tf1_frozen_graph
+    from demo_model.graph import detect
+    from odapi.contract import InputType
+
+    def remapped(images: Any) -> dict[str, Any]:
+        outputs = dict(detect(images))
+        outputs["detection_classes"] = 5.0 - outputs["detection_classes"]  # red 1 → 4, green 2 → 3, ...
+        return outputs
+
+    source = tmp_path / "v2"
+    source.mkdir()
+    (source / "frozen_inference_graph.pb").write_bytes(tf1_frozen_graph(InputType.IMAGE_TENSOR, remapped))
+    ids = {"Red": 4, "Green": 3, "Blue": 2, "Yellow": 1}
+    (source / "label_map.pbtxt").write_text(
+        "".join(f'item {{ id: {ids[old]} name: "{new.lower()}" }}\n' for old, new in RENAMED.items())
+    )
+    body = scene(21, "PNG")
+    before = {name: classify(proxy, body, model=SWITCH) for name, proxy in (("e", embedded_proxy), ("s", grpc_proxy))}
+    assert before["e"] == before["s"] and before["e"]
+    after = {RENAMED[name]: count for name, count in before["e"].items()}
+    assert convert(source, zoo.models[SWITCH].base_path).version == 2
+
+    switched: set[str] = set()
+    deadline = time.monotonic() + 40
+    while switched != {"e", "s"}:
+        assert time.monotonic() < deadline, f"not every mode switched: {switched}"
+        for name, proxy in (("e", embedded_proxy), ("s", grpc_proxy)):
+            answer = classify(proxy, body, model=SWITCH)
+            assert answer in (before[name], after), answer
+            if answer == after:
+                switched.add(name)
+        time.sleep(0.1)  # polling interval
