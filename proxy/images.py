@@ -104,11 +104,11 @@ class ImageInput:
             self.mode: str = header.mode
             self.stored_size: tuple[int, int] = header.size
             self._transparent = "transparency" in header.info
-            self.orientation = int(header.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+            _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
+            self.orientation = _orientation(header)
         width, height = self.stored_size
         # Orientations 5-8 swap the axes: the size the client sees is the upright one.
         self.size = (height, width) if self.orientation in (5, 6, 7, 8) else (width, height)
-        _check_shape(width, height, limits)
 
     # -- what backends ask for --------------------------------------------------------------------------------
 
@@ -195,6 +195,14 @@ def _decoding() -> Iterator[None]:
         raise PayloadTooLarge(f"image too large to decode: {exc}") from None
     except _DECODE_ERRORS as exc:
         raise InvalidImage(f"cannot decode image: {_reason(exc)}") from None
+
+
+def _orientation(header: Image.Image) -> int:
+    """The EXIF orientation read from the header alone. A PNG's EXIF may follow its pixels, and Pillow decodes the
+    whole picture to find it, so a PNG counts only EXIF already read with the header (1, upright, otherwise)."""
+    if header.format == "PNG" and "exif" not in header.info:
+        return 1
+    return int(header.getexif().get(ExifTags.Base.Orientation, 1) or 1)
 
 
 def _check_shape(width: int, height: int, limits: ImageLimits) -> None:
