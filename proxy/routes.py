@@ -36,7 +36,9 @@ def deadline() -> float:
 
 def json_response(body: Any, status: int = 200) -> Response:
     """A JSON answer with its Content-Length (never chunked: some DeepStack clients cannot read chunked JSON)."""
-    return Response(current_app.json.dumps(body), status=status, mimetype="application/json")
+    response: Response = current_app.json.response(body)
+    response.status_code = status
+    return response
 
 
 @api.post("/classify")

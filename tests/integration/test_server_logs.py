@@ -1,16 +1,17 @@
-"""What the server writes and how it runs: its logs never carry request images, and Flask's debug mode stays off.
+"""What the server writes and how it runs: its own log lines show at INFO, its logs never carry request images,
+and Flask's debug mode stays off.
 
-One proxy process of its own, logging at debug level with everything it prints captured, and started with
+One serving-mode proxy of its own, logging at debug level with everything it prints captured, and started with
 FLASK_DEBUG=1 in its environment: a leftover in someone's shell must not turn debug mode on in production.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -18,6 +19,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from demo_model import random_scene
 from harness.processes import HttpServer, proxy_server
+from harness.tfserving import RunningServer
+from tests.support.zoo import Zoo
 
 MARKER = b"ZQX-CLASSIFYOBJECTS-IMAGE-MARKER-8d1f2e"
 MAX_BODY_BYTES = 300_000
@@ -42,11 +45,11 @@ def png_with_text(text: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def logged_proxy(demo_model_dir: Path, model_base: Path) -> Iterator[HttpServer]:
+def logged_proxy(zoo: Zoo, stand_in: RunningServer) -> Iterator[HttpServer]:
     """The proxy logging at debug level, unbuffered, with FLASK_DEBUG=1 in its environment."""
     env = {
-        "MODEL_DIR": str(demo_model_dir),
-        "MODEL_BASE_PATH": str(model_base),
+        "SERVING_ADDRESS": stand_in.address,
+        "MODELS": zoo.models_setting(),
         "LOG_LEVEL": "debug",
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "FLASK_DEBUG": "1",
@@ -77,6 +80,7 @@ def test_logs_never_contain_image_bytes(logged_proxy: HttpServer) -> None:
         (url + "?format=png", {"data": jpeg}, 200),
         (url, {"files": {"image": ("photo.jpg", jpeg, "image/jpeg")}}, 200),
         (f"{logged_proxy.url}/v1/vision/detection", {"files": {"image": ("photo.png", png, "image/png")}}, 200),
+        (url, {"json": {"images": [base64.b64encode(jpeg).decode(), base64.b64encode(MARKER).decode()]}}, 200),
         (url, {"data": jpeg[: len(jpeg) // 3], "headers": {"Content-Type": "image/jpeg"}}, 400),
         (url, {"data": MARKER * 8, "headers": {"Content-Type": "image/png"}}, 400),
         (url, {"data": MARKER * 8, "headers": {"Content-Type": "text/plain"}}, 415),
@@ -103,3 +107,13 @@ def test_debug_mode_stays_off(logged_proxy: HttpServer) -> None:
     assert missing.status_code == 404
     assert b"\n " not in missing.content
     assert "Werkzeug Debugger" not in missing.text
+
+
+def test_the_services_own_lines_show_at_info_as_json(logged_proxy: HttpServer) -> None:
+    """What the service does (a model's signature learned, here) is logged at INFO, as JSON lines like the access
+    log's, without a path in the messages a client can see."""
+    requests.post(f"{logged_proxy.url}/classify", data=jpeg_with_comment(b"x"), timeout=30)
+    lines = [json.loads(line) for line in logged_proxy.log_text().splitlines() if line.startswith('{"time"')]
+    own = [line for line in lines if line.get("logger", "").startswith("proxy.")]
+    assert any(line["level"] == "info" and "version 1" in line["message"] for line in own), own[:5]
+    assert any("request_id" in line and line["path"] == "/classify" for line in lines)
