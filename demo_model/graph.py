@@ -20,8 +20,9 @@ SCORE_GAIN = 6.0  # score = 1 - exp(-gain * coverage): a shape covering half a c
 MIN_SCORE = 0.01  # the post-processing score threshold: lower cells are not detections at all
 
 
-def detect(images: Any) -> dict[str, Any]:
-    """OD API outputs for a uint8 ``[batch, h, w, 3]`` tensor: boxes, scores, classes, num_detections, raw_*."""
+def detect(images: Any, max_detections: int = MAX_DETECTIONS) -> dict[str, Any]:
+    """OD API outputs for a uint8 ``[batch, h, w, 3]`` tensor: boxes, scores, classes, num_detections, raw_*;
+    ``max_detections`` rows (the grid has 64 candidates, 16 cells of 4 classes)."""
     import tensorflow as tf
 
     cell = RESIZED // GRID
@@ -52,7 +53,7 @@ def detect(images: Any) -> dict[str, Any]:
     flat_boxes = tf.reshape(boxes, [batch, candidates, 4])
     flat_scores = tf.reshape(scores, [batch, candidates])
     class_ids = tf.tile(tf.range(1, num_classes + 1, dtype=tf.float32), [GRID * GRID])
-    top_scores, top_index = tf.math.top_k(flat_scores, k=MAX_DETECTIONS, sorted=True)
+    top_scores, top_index = tf.math.top_k(flat_scores, k=max_detections, sorted=True)
     valid = top_scores > MIN_SCORE
     valid_f = tf.cast(valid, tf.float32)
     top_boxes = tf.gather(flat_boxes, top_index, batch_dims=1) * valid_f[:, :, tf.newaxis]

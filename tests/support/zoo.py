@@ -7,6 +7,7 @@ one stand-in and one proxy per mode serve them all (``MODELS``).
     detector                     the real SSDLite person detector (TF1 frozen graph, image_tensor), the default
     person-encoded               the same network behind an encoded_image_string_tensor input (TF1 exporter style)
     switch                       the demo detector, for the test that converts a new version into it while served
+    crowd                        the demo detector answering up to 64 detections (more than Frigate's 20 rows)
     tf1-frozen-<type>            the demo detector as a TF1 frozen graph, for the TF1 exporter's three input types
     tf1-saved-<type>             the demo detector as the TF1 exporter's SavedModel (input key "inputs")
     tf2-<type>                   the demo detector as a TF2 export (input_tensor, batch of one), all four types
@@ -22,6 +23,7 @@ from odapi.contract import InputType
 DEFAULT = "detector"
 PERSON_ENCODED = "person-encoded"
 SWITCH = "switch"
+CROWD = "crowd"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def build_zoo(root: Path, default_graph: Path) -> Zoo:
     from converter import convert
     from converter.default_model import LABEL_MAP_TEXT
     from demo_model.exports import frozen_detector, tf1_frozen_graph, write_all
-    from demo_model.graph import label_map_text
+    from demo_model.graph import detect, label_map_text
 
     exports = root / "exports"
     person = exports / DEFAULT
@@ -84,7 +86,13 @@ def build_zoo(root: Path, default_graph: Path) -> Zoo:
     switch.mkdir()
     (switch / "frozen_inference_graph.pb").write_bytes(tf1_frozen_graph(InputType.IMAGE_TENSOR))
     (switch / "label_map.pbtxt").write_text(label_map_text(), encoding="utf-8")
-    directories = [person, encoded, switch, *write_all(exports)]
+    crowd = exports / CROWD
+    crowd.mkdir()
+    (crowd / "frozen_inference_graph.pb").write_bytes(
+        tf1_frozen_graph(InputType.IMAGE_TENSOR, lambda images: detect(images, max_detections=64))
+    )
+    (crowd / "label_map.pbtxt").write_text(label_map_text(), encoding="utf-8")
+    directories = [person, encoded, switch, crowd, *write_all(exports)]
 
     models: dict[str, ZooModel] = {}
     for directory in directories:
