@@ -1,11 +1,12 @@
-# ClassifyObjects — `make run` serves the embedded default, `make test` runs the whole suite.
-# Both install everything they need into .venv first.
+# ClassifyObjects — `make run` serves the default detector, `make test` runs the whole suite.
+# Both install everything they need into .venv first (pinned by pyproject.toml and requirements.lock).
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-EXTRAS := embedded,converter,test,dev,bench
+UV_VERSION := 0.13.9
+RUN_EXTRAS := embedded,converter
+ALL_EXTRAS := embedded,converter,test,dev,bench
 
 # The proxy reads these from the environment; the defaults match proxy/settings.py.
 MODEL_DIR ?= static
@@ -13,24 +14,55 @@ MODEL_BASE_PATH ?= models/detector
 PORT ?= 8000
 export MODEL_DIR MODEL_BASE_PATH PORT
 
-# A SavedModel in MODEL_DIR/saved_model wins over a frozen graph, as a TF2 export would be laid out.
-MODEL_INPUT = $(if $(wildcard $(MODEL_DIR)/saved_model/saved_model.pb),$(MODEL_DIR)/saved_model,$(MODEL_DIR)/frozen_inference_graph.pb)
+# The newest Python the project supports, for the suite's `make run` check on it (CI proves the oldest and newest).
+PYTHON_NEWEST ?= $(firstword $(shell command -v python3.13 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13))
+export PYTHON_NEWEST
 
 COMPOSE ?= docker compose
 PYTEST_ARGS ?=
+LINTED := proxy converter odapi demo_model harness bench scripts tests
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run model convert test lint fix bench up down logs lock protos clean
+.PHONY: help python install run default-model demo convert test clients browser lint fix bench up up-gpu down logs \
+	lock protos clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv and install the pinned dependencies
+python:  ## check that PYTHON is one this project supports (3.11 to 3.13)
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
+	  echo "ClassifyObjects needs Python 3.11, 3.12 or 3.13, and $(PYTHON) is $$($(PYTHON) --version 2>&1 || echo missing): pick one with PYTHON=..., e.g. make run PYTHON=python3.12" >&2; \
+	  exit 1; }
 
-$(STAMP): pyproject.toml requirements.lock
+# What running needs (TensorFlow, the converter); the suite's tools come with `make test`.
+$(VENV)/.run: pyproject.toml requirements.lock | python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c requirements.lock -e '.[$(RUN_EXTRAS)]'
 	touch $@
+
+$(VENV)/.test: $(VENV)/.run
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c requirements.lock -e '.[$(ALL_EXTRAS)]'
+	touch $@
+
+install: $(VENV)/.test  ## create .venv and install every pinned dependency
+
+default-model: $(VENV)/.run  ## put the default person detector into MODEL_DIR unless it holds a model of its own
+	$(BIN)/python -m converter default "$(MODEL_DIR)"
+
+demo: $(VENV)/.run  ## write the coloured-shape demo detector into MODEL_DIR (offline; make run then serves it)
+	$(BIN)/python -m demo_model "$(MODEL_DIR)"
+
+convert: default-model  ## convert MODEL_DIR's model into MODEL_BASE_PATH unless that version exists already
+	$(BIN)/python -m converter "$(MODEL_DIR)" "$(MODEL_BASE_PATH)" --if-changed
+
+run: convert  ## install, convert, and serve on PORT (embedded TensorFlow unless SERVING_ADDRESS is set)
+	$(BIN)/python -m proxy
+
+clients: $(VENV)/.run  ## the DeepStack clients the suite runs: Python libraries in .venv/clients, the Node-RED node
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target $(VENV)/clients \
+	  deepstack-python==0.9 codeproject-ai-api==0.1
+	cd tests/clients && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 
 browser:  ## install Debian's chromium for the page's browser test (as root; the test is skipped without it)
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -40,33 +72,27 @@ browser:  ## install Debian's chromium for the page's browser test (as root; the
 	    echo "chromium is missing and this is not root: run 'sudo apt-get install chromium' for the browser test"; \
 	  fi; }
 
-model: $(STAMP)  ## write the demo model into MODEL_DIR when it has none
-	@if [ ! -e "$(MODEL_INPUT)" ]; then $(BIN)/python -m demo_model "$(MODEL_DIR)"; fi
-
-convert: model  ## convert MODEL_DIR's model into MODEL_BASE_PATH unless that version exists already
-	$(BIN)/python -m converter "$(MODEL_INPUT)" "$(MODEL_BASE_PATH)" --if-changed
-
-run: convert  ## install, convert, and serve on PORT (embedded TensorFlow unless SERVING_ADDRESS is set)
-	$(BIN)/python -m proxy
-
-test: $(STAMP) browser  ## install, then run the lint checks and the whole test suite
-	$(BIN)/ruff check proxy converter demo_model bench tests
+test: $(VENV)/.test browser clients  ## install, then run the lint checks and the whole test suite
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff check, ruff format --check, mypy
-	$(BIN)/ruff check proxy converter demo_model bench tests
-	$(BIN)/ruff format --check proxy converter demo_model bench tests
+lint: $(VENV)/.test  ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-fix: $(STAMP)  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix proxy converter demo_model bench tests
-	$(BIN)/ruff format proxy converter demo_model bench tests
+fix: $(VENV)/.test  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
-bench: $(STAMP)  ## measure the proxy against direct Predict and the old way: bench/results.md and results.png
+bench: $(VENV)/.test  ## measure the proxy against direct Predict: bench/results.md and bench/results.png
 	$(BIN)/python -m bench
 
 up:  ## docker compose: converter, TF Serving and the proxy
 	$(COMPOSE) up --build -d
+
+up-gpu:  ## the same, TF Serving on the NVIDIA GPUs (docker-compose.gpu.yml)
+	$(COMPOSE) -f docker-compose.yml -f docker-compose.gpu.yml up --build -d
 
 down:  ## stop the compose stack
 	$(COMPOSE) down
@@ -74,8 +100,11 @@ down:  ## stop the compose stack
 logs:  ## follow the compose stack's logs
 	$(COMPOSE) logs -f
 
-lock: $(STAMP)  ## re-pin every transitive dependency into requirements.lock from the current .venv
-	$(BIN)/python -m pip list --format=freeze --exclude-editable --exclude classifyobjects --exclude pip > requirements.lock
+lock: $(VENV)/.test  ## re-pin every transitive dependency into requirements.lock from the current .venv
+	$(BIN)/uv pip freeze --python $(BIN)/python --exclude-editable | grep -v -i -E '^(uv|pip)==' > requirements.lock
+
+protos: $(VENV)/.test  ## regenerate proxy/_proto/ from proxy/_proto/protos/
+	$(BIN)/python scripts/gen_protos.py
 
 clean:  ## remove .venv, converted models and caches (static/ is yours and stays)
-	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-newest models .pytest_cache .mypy_cache .ruff_cache *.egg-info tests/clients/node_modules

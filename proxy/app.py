@@ -135,7 +135,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     # The front bounds the body; werkzeug's form parser is not used (proxy.request parses multipart itself).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers keep the model's score order
-    # Never a redirect to the Host a client claims: no slash merging, so `//detection` is a plain 404.
+    # Never a redirect to the Host a client claims: doubled slashes are not merged into a redirect (leading ones
+    # collapse into the path, so `//detection` is the 404 of /detection, `//classify` is /classify).
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.extensions[SERVICES] = services

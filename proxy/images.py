@@ -16,9 +16,11 @@ Decoding holds memory only within a per-process ``DecodeBudget``; an image that 
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -31,7 +33,20 @@ from proxy.errors import InvalidImage, Overloaded, PayloadTooLarge
 # Alpha is composited onto white: transparent regions of a logo or a screenshot are "nothing", and white reads
 # as nothing to a detector trained on photographs more often than black does.
 _BACKGROUND = (255, 255, 255)
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError)
+# What Pillow's decoders raise for bytes they cannot read (a plugin may even say NotImplementedError).
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    TypeError,
+    KeyError,
+    NotImplementedError,
+    struct.error,
+    zlib.error,
+)
 # Pillow modes TensorFlow's decode_image reads as they are from a JPEG or PNG (channels=3 turns grey into RGB).
 _TF_READS = {"JPEG": frozenset({"RGB", "L"}), "PNG": frozenset({"RGB", "L"})}
 # Upper bound on decoding's working memory per decoded pixel: the decoded pixel (at most 4 bytes in any mode
@@ -186,8 +201,9 @@ def _decoding() -> Iterator[None]:
     """Pillow's failures as ``InvalidImage``, its bomb check as ``PayloadTooLarge``."""
     try:
         with warnings.catch_warnings():
-            # Pillow warns on images past its own bomb limit; ours (MAX_IMAGE_PIXELS) is checked explicitly.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns on images past its own bomb limit (ours, MAX_IMAGE_PIXELS, is checked explicitly) and on
+            # corrupt metadata it skips; neither is the client's answer nor the log's business.
+            warnings.simplefilter("ignore")
             yield
     except (PayloadTooLarge, Overloaded):
         raise

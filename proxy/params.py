@@ -48,7 +48,7 @@ def parse_min_confidence(raw: str | None) -> float:
         raise InvalidParameter("Invalid value for min_confidence")
     if value > 1.0:
         raise InvalidParameter("min_confidence cannot be greater than 1")
-    return value
+    return max(value, -1.0)  # no lower bound, as DeepStack; below -1 changes nothing but would overflow float32
 
 
 def parse_count(name: str, raw: str | None) -> int | None:

@@ -81,8 +81,10 @@ def classify_request(request: Request, settings: Settings) -> DetectRequest:
     mimetype = (request.mimetype or "").lower()
     if mimetype in JSON_TYPES:
         images, batch = read_json_images(request.get_data(cache=False), settings.max_batch_images)
-        if batch and output in ("JPEG", "PNG"):
-            raise InvalidParameter("a batch answers JSON only: drop format (or Accept: image/...) for a batch")
+        if batch and picture in ("JPEG", "PNG") and args.get("format") is not None:
+            raise InvalidParameter("a batch answers JSON only: drop format=image for a batch")
+        if batch:
+            output = "verbose" if verbose else "counts"  # an Accept header's picture preference yields to JSON
     elif mimetype == "multipart/form-data":
         images, batch = (multipart_image(request, settings),), False
     else:
@@ -94,7 +96,11 @@ def classify_request(request: Request, settings: Settings) -> DetectRequest:
         max_detections=parse_count("max_detections", args.get("max_detections")),
         picture=output in ("JPEG", "PNG"),
     )
-    declared_non_image = mimetype not in _NEUTRAL_TYPES and not mimetype.startswith(("image/", "multipart/"))
+    declared_non_image = (
+        mimetype not in _NEUTRAL_TYPES
+        and mimetype not in JSON_TYPES
+        and not mimetype.startswith(("image/", "multipart/"))
+    )
     return DetectRequest(images, batch, args.get("model"), options, output, declared_non_image)
 
 
@@ -146,8 +152,8 @@ def read_json_images(body: bytes, max_images: int) -> tuple[tuple[bytes | ProxyE
     """
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidParameter(f"malformed JSON body: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidParameter(f"malformed JSON body: {exc}"[:200]) from None
     if not isinstance(document, dict):
         raise InvalidParameter('the JSON body must be an object: {"image": "<base64>"} or {"images": [...]}')
     if "url" in document or "urls" in document:
@@ -218,7 +224,10 @@ def iter_parts(
     boundary = options.get("boundary")
     if not boundary:
         raise InvalidParameter("multipart/form-data without a boundary parameter in its Content-Type")
-    decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=None)
+    try:
+        decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=None)
+    except UnicodeEncodeError:
+        raise InvalidParameter("multipart/form-data with a boundary that is not latin-1 text") from None
     decoder.receive_data(body)
     decoder.receive_data(None)
     count = 0

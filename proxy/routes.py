@@ -83,9 +83,12 @@ def readyz() -> Response:
     default = statuses[found.default.name]
     ready = all(status.ready for status in statuses.values())
     body: dict[str, Any] = {"ready": ready, "model": found.default.name, "version": default.version}
-    if not ready:
-        body["error"] = "; ".join(f"{name}: {s.detail}" for name, s in statuses.items() if not s.ready)
-    return json_response(body, 200 if ready else 503)
+    if ready:
+        return json_response(body)
+    body["error"] = "; ".join(f"{name}: {s.detail}" for name, s in statuses.items() if not s.ready)
+    response = json_response(body, 503)
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 @api.get("/v1/models")
