@@ -12,7 +12,6 @@ import pytest
 import requests
 from PIL import Image
 
-from demo_model import Shape, draw_scene
 from harness.processes import HttpServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,12 +25,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-]
-SHAPES = [
-    Shape(1, (40, 30, 140, 100)),
-    Shape(1, (360, 150, 460, 230), ellipse=True),
-    Shape(2, (200, 280, 300, 350)),
-    Shape(3, (500, 380, 600, 460)),
 ]
 
 pytestmark = pytest.mark.skipif(
@@ -51,59 +44,58 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-def shapes_png() -> bytes:
-    """The four-shape picture as PNG."""
-    buffer = io.BytesIO()
-    draw_scene((640, 480), SHAPES).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def table(page: Any) -> dict[str, int]:
     """The counts table as a dict."""
     rows = page.locator("#counts tbody tr").all()
     return {row.locator("td").nth(0).inner_text(): int(row.locator("td").nth(1).inner_text()) for row in rows}
 
 
-def test_upload_draws_boxes_and_counts(browser: Any, embedded_proxy: HttpServer, output_dir: Path) -> None:
-    """Choosing a picture shows it with the boxes drawn and the counts the API gives; the slider refilters."""
-    body = shapes_png()
-    expected = requests.post(f"{embedded_proxy.url}/classify", data=body, timeout=30).json()
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
+def test_upload_draws_boxes_and_counts(
+    browser: Any, grpc_proxy: HttpServer, photos: dict[str, bytes], output_dir: Path
+) -> None:
+    """Choosing a photograph shows it with the person's box drawn and the counts the API gives; the slider refilters
+    at once, as the API would at that threshold."""
+    body = photos["person"]
+    expected = requests.post(f"{grpc_proxy.url}/classify", data=body, timeout=30).json()
+    [person] = requests.post(f"{grpc_proxy.url}/classify?verbose=true", data=body, timeout=30).json()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
     try:
-        page.goto(embedded_proxy.url + "/")
+        page.goto(grpc_proxy.url + "/")
         page.wait_for_function("document.getElementById('model-status').textContent.includes('ready')")
-        page.set_input_files("#image-input", files=[{"name": "shapes.png", "mimeType": "image/png", "buffer": body}])
+        page.set_input_files("#image-input", files=[{"name": "person.jpg", "mimeType": "image/jpeg", "buffer": body}])
         page.wait_for_selector("#canvas[data-drawn]")
-        assert page.locator("#canvas").get_attribute("data-drawn") == "4"
-        assert table(page) == expected == {"Blue": 1, "Red": 2, "Green": 1}
+        assert page.locator("#canvas").get_attribute("data-drawn") == "1"
+        assert table(page) == expected == {"Person": 1}
 
-        # The blue square's box outline is drawn at x = 500 on the canvas, in a colour the picture does not have.
+        # The box's left edge is drawn on the canvas in a colour the photograph does not have there.
+        x, y = round(person["x1"] * 512), round((person["y1"] + person["y2"]) / 2 * 512)
         drawn = page.evaluate(
-            "Array.from(document.getElementById('canvas').getContext('2d').getImageData(500, 420, 1, 1).data)"
+            f"Array.from(document.getElementById('canvas').getContext('2d').getImageData({x}, {y}, 1, 1).data)"
         )
-        original = Image.open(io.BytesIO(body)).convert("RGB").getpixel((500, 420))
+        original = Image.open(io.BytesIO(body)).convert("RGB").getpixel((x, y))
         assert max(abs(a - b) for a, b in zip(drawn[:3], original, strict=True)) > 60
         page.screenshot(path=str(output_dir / "page.png"))
 
-        page.locator("#threshold").fill("0.9")
-        assert page.locator("#threshold-value").inner_text() == "0.90"
-        assert table(page) == {"Blue": 1}
-        assert page.locator("#canvas").get_attribute("data-drawn") == "1"
+        page.locator("#threshold").fill("0.95")
+        assert page.locator("#threshold-value").inner_text() == "0.95"
+        assert table(page) == {}
+        assert page.locator("#canvas").get_attribute("data-drawn") == "0"
 
+        page.locator("#threshold").fill("0.5")
         page.locator("#threshold").focus()
         page.keyboard.press("ArrowLeft")
-        assert page.locator("#threshold-value").inner_text() == "0.89"
-        at_089 = requests.post(f"{embedded_proxy.url}/classify?threshold=0.89", data=body, timeout=30).json()
-        assert table(page) == at_089
+        assert page.locator("#threshold-value").inner_text() == "0.49"
+        at_049 = requests.post(f"{grpc_proxy.url}/classify?threshold=0.49", data=body, timeout=30).json()
+        assert table(page) == at_049
     finally:
         page.close()
 
 
-def test_server_errors_are_shown(browser: Any, embedded_proxy: HttpServer) -> None:
+def test_server_errors_are_shown(browser: Any, grpc_proxy: HttpServer) -> None:
     """A file the server cannot decode shows the API's error message in the page's alert."""
     page = browser.new_page()
     try:
-        page.goto(embedded_proxy.url + "/")
+        page.goto(grpc_proxy.url + "/")
         page.set_input_files("#image-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
         page.wait_for_selector("#error:not([hidden])")
         assert "not an image type" in page.locator("#error").inner_text()
@@ -111,11 +103,11 @@ def test_server_errors_are_shown(browser: Any, embedded_proxy: HttpServer) -> No
         page.close()
 
 
-def test_controls_are_labelled(browser: Any, embedded_proxy: HttpServer) -> None:
+def test_controls_are_labelled(browser: Any, grpc_proxy: HttpServer) -> None:
     """Every control has an accessible name, so screen readers and keyboard users can work the page."""
     page = browser.new_page()
     try:
-        page.goto(embedded_proxy.url + "/")
+        page.goto(grpc_proxy.url + "/")
         assert page.get_by_label("Choose an image").count() == 1
         assert page.get_by_label("Threshold").count() == 1
         assert page.get_by_label("API key").count() == 1
