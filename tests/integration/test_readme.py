@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +63,15 @@ def test_readme_command(make_run: Path, command: str, expected: str) -> None:
 def _comparable(answer: object) -> object:
     """The answer with what changes from call to call (timings, ids, timestamps) left out."""
     if isinstance(answer, dict):
-        volatile = {"inferenceMs", "processMs", "analysisRoundTripMs", "duration", "requestId", "timestampUTC", "processedBy"}
+        volatile = {
+            "inferenceMs",
+            "processMs",
+            "analysisRoundTripMs",
+            "duration",
+            "requestId",
+            "timestampUTC",
+            "processedBy",
+        }
         return {key: _comparable(value) for key, value in answer.items() if key not in volatile}
     if isinstance(answer, list):
         return [_comparable(item) for item in answer]
@@ -78,3 +88,18 @@ def test_make_run_put_the_default_detector_in_place(make_run: Path) -> None:
         "label_map.pbtxt",
     ]
     assert (make_run / "models" / "detector" / "1" / "saved_model.pb").is_file()
+
+
+def test_converter_help_in_the_readme_is_current() -> None:
+    """The README's `python -m converter --help` block is what the command prints (at 110 columns)."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("$ python -m converter --help\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "converter", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": "110"},
+    )
+    assert done.stdout == block
