@@ -141,7 +141,7 @@ def start_server(
         raise ServerStartError(f"fake TF Serving {what}; stderr ends with:\n{tail}")
     host = _flag_value(args, "--host") or "127.0.0.1"
     # A wildcard bind is reached through loopback.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)  # noqa: S104  (a lookup, no bind)
     return RunningServer(process, found[0], host, log_path, owns_log)
 
 

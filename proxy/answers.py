@@ -97,7 +97,7 @@ def vision(found: Found, call: VisionCall) -> dict[str, Any]:
         }
         for row in found.detections.rows(found.labels)
     ]
-    labels = [prediction["label"] for prediction in predictions]
+    labels = [str(prediction["label"]) for prediction in predictions]
     message = "Found " + ", ".join(labels[:3]) + ("..." if len(labels) > 3 else "") if labels else "No objects found"
     process_s = found.decode_s + found.inference_s
     return {

@@ -36,9 +36,9 @@ def deadline() -> float:
 
 def json_response(body: Any, status: int = 200) -> Response:
     """A JSON answer with its Content-Length (never chunked: some DeepStack clients cannot read chunked JSON)."""
-    response: Response = current_app.json.response(body)
+    response = current_app.json.response(body)
     response.status_code = status
-    return response
+    return response  # type: ignore[return-value]  # flask's json provider returns the app's Response class
 
 
 @api.post("/classify")

@@ -96,9 +96,7 @@ def _rewire(text: str, module: str, rel: Path, wkts: list[str]) -> str:
     text = re.sub(rf"^from ({ours}) import ", rf"from {PACKAGE}.\1 import ", text, flags=re.MULTILINE)
     text = re.sub(
         r"^from google\.protobuf import (\w+_pb2) as ",
-        lambda m: (
-            f"from {PACKAGE}.google.protobuf import {m.group(1)} as " if m.group(1) in wkt_modules else m[0]
-        ),
+        lambda m: f"from {PACKAGE}.google.protobuf import {m.group(1)} as " if m.group(1) in wkt_modules else m[0],
         text,
         flags=re.MULTILINE,
     )
@@ -144,9 +142,7 @@ def generate(out: Path) -> list[Path]:
         _protoc(include, tmp, "--python_out", protos + wkts)
         _protoc(include, tmp, "--grpc_python_out", services)
         files = {
-            rel: _rewire(
-                (tmp / rel).read_text(encoding="utf-8"), ".".join(rel.with_suffix("").parts), rel, wkts
-            )
+            rel: _rewire((tmp / rel).read_text(encoding="utf-8"), ".".join(rel.with_suffix("").parts), rel, wkts)
             for rel in sorted(p.relative_to(tmp) for p in tmp.rglob("*.py"))
         }
     # Regular packages (not namespace ones) so setuptools' package discovery ships them.
@@ -181,9 +177,7 @@ def _check(out: Path) -> list[str]:
         want, have = generated_files(fresh), generated_files(out)
         problems = [f"missing: {p}" for p in sorted(want - have)]
         problems += [f"stale: {p}" for p in sorted(have - want)]
-        problems += [
-            f"differs: {p}" for p in sorted(want & have) if not filecmp.cmp(fresh / p, out / p, shallow=False)
-        ]
+        problems += [f"differs: {p}" for p in sorted(want & have) if not filecmp.cmp(fresh / p, out / p, shallow=False)]
     return problems
 
 
@@ -199,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in problems:
                 print(line)
             if problems:
-                print(
-                    "gen_protos: generated code is stale; run python scripts/gen_protos.py", file=sys.stderr
-                )
+                print("gen_protos: generated code is stale; run python scripts/gen_protos.py", file=sys.stderr)
                 return 1
             return 0
         for rel in generate(args.out):

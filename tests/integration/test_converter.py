@@ -154,7 +154,7 @@ def test_bad_label_map_is_refused_with_its_line(zoo: Zoo, tmp_path: Path) -> Non
     source = tmp_path / "model"
     shutil.copytree(zoo.models["tf1-frozen-image_tensor"].export, source)
     (source / "label_map.pbtxt").write_text("item {\n  id: one\n}\n")
-    with pytest.raises(BadLabelMap, match="label_map.pbtxt: line 2"):
+    with pytest.raises(BadLabelMap, match=r"label_map\.pbtxt: line 2"):
         convert(source, tmp_path / "out")
     assert not (tmp_path / "out").exists() or versions(tmp_path / "out") == []
 

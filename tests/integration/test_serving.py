@@ -163,7 +163,8 @@ def test_serving_mode_never_imports_tensorflow(stand_in: RunningServer, zoo: Zoo
         from PIL import Image
         from proxy import create_app
         from proxy.settings import Settings
-        app = create_app(Settings.from_env({{"SERVING_ADDRESS": {stand_in.address!r}, "MODELS": {zoo.models_setting()!r}}}))
+        env = {{"SERVING_ADDRESS": {stand_in.address!r}, "MODELS": {zoo.models_setting()!r}}}
+        app = create_app(Settings.from_env(env))
         body = io.BytesIO(); Image.new("RGB", (64, 48), (220, 40, 40)).save(body, format="PNG")
         for model in ("tf1-frozen-image_tensor", "tf2-tf_example"):
             response = app.test_client().post(f"/classify?threshold=0.1&model={{model}}", data=body.getvalue())

@@ -47,14 +47,14 @@ class _Failure(grpc.RpcError, grpc.Call):  # type: ignore[misc]
     def initial_metadata(self) -> None: ...
     def trailing_metadata(self) -> None: ...
     def is_active(self) -> bool:
-        return False  # noqa: E704
+        return False
 
     def time_remaining(self) -> None: ...
     def cancel(self) -> bool:
-        return False  # noqa: E704
+        return False
 
     def add_callback(self, callback: object) -> bool:
-        return False  # noqa: E704
+        return False
 
 
 def _backend() -> ServingBackend:
