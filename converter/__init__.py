@@ -1,4 +1,4 @@
-"""Turn a TF1 frozen Object Detection graph, or a SavedModel, into a new TF Serving model version."""
+"""Object Detection exports → TF Serving versions: the library (``convert``) behind ``python -m converter``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real server processes for integration tests: start, poll until ready (no sleeps), stop at teardown."""
+"""Real server processes for the tests and the benchmark: start, poll until ready (no sleeps), stop at teardown."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def rss_kib(pid: int) -> int:
 
 
 def quiet_tf_env() -> dict[str, str]:
-    """Environment additions that keep TensorFlow's C++ start-up chatter and GPU probing out of test logs."""
+    """Environment additions that keep TensorFlow's C++ start-up chatter and GPU probing out of a tool's output
+    (the converter, the stand-in); servers started by ``HttpServer`` choose their own."""
     return {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -71,7 +72,10 @@ class HttpServer:
         self.args = args
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self._env = {**os.environ, **quiet_tf_env(), **(env or {})}
+        # The servers decide TensorFlow's log level themselves (odapi.tfenv), as they do for a user: what the
+        # test process set for its own TensorFlow is not passed on, unless a test gives it in ``env``.
+        inherited = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+        self._env = {**inherited, **(env or {})}
         self._cwd = cwd
         self._ready_path = ready_path
         self._ready_status = ready_status

@@ -136,23 +136,38 @@ class EmbeddedBackend:
         with self._lock:
             loading = self._loading
         if loading is None:
-            raise ModelNotReady(self._not_ready_reason(), retry_after_s=5)
+            raise self._unavailable()
         try:
             return loading.result(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise ModelNotReady(f"model {self._name} is still loading; try again shortly", retry_after_s=2) from None
         except ProxyError:
-            raise ModelNotReady(self._not_ready_reason(), retry_after_s=5) from None
+            raise self._unavailable() from None
+
+    def _unavailable(self) -> ProxyError:
+        """Why nothing is served: a version that failed to load (the model's problem: 502, until a newer version
+        is converted), or none at all yet (503: try again)."""
+        failed = self._failed_newest()
+        if failed is not None:
+            return BackendError(f"model {self._name} version {failed[0]} failed to load: {failed[1]}")
+        return ModelNotReady(self._not_ready_reason(), retry_after_s=5)
 
     def _not_ready_reason(self) -> str:
         with self._lock:
             if self._loading is not None:
                 return f"model {self._name} is loading version {self._loading_version}"
-            failed = max(self._failed) if self._failed else None
+        failed = self._failed_newest()
         if failed is not None:
-            return f"model {self._name} version {failed} failed to load: {self._failed[failed]}"
+            return f"model {self._name} version {failed[0]} failed to load: {failed[1]}"
         # No path here: this text reaches clients (and the open /readyz); the log has the directory.
         return f"model {self._name} has no version to serve yet: convert one into its base path (make run does)"
+
+    def _failed_newest(self) -> tuple[int, str] | None:
+        with self._lock:
+            if not self._failed or self._loading is not None:
+                return None
+            version = max(self._failed)
+            return version, self._failed[version]
 
     def _refresh(self, *, force: bool = False) -> None:
         """Start loading the newest version on disk if it is newer than the served one and has not failed;

@@ -1,4 +1,4 @@
-"""``python -m bench --quick``: the benchmark runs end to end on this machine and writes its results."""
+"""``python -m bench --quick``: the benchmark runs end to end on this machine and writes every section's results."""
 
 from __future__ import annotations
 
@@ -6,26 +6,76 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.processes import REPO, quiet_tf_env
 
+# A quick run takes about 35 s on 2 idle cores; the bound leaves room for a busy machine, not for a hang.
+TIME_LIMIT_S = 150
+
 TARGETS = [
-    "640x480 p50, 1 client: proxy / floor",
-    "640x480 throughput, 8 clients: proxy / floor",
-    "proxy p50, 1 client: 4000x3000 / 640x480",
-    "4000x3000 p50, 1 client: old way / proxy",
-    "proxy worker RSS after the load (largest)",
-    "python -m proxy to first 200 on /healthz (median of 3)",
-    "proxy workers with TensorFlow loaded",
+    "1. serving, 640x480, 1 client: p50 proxy / direct Predict",
+    "1. serving, 640x480, 8 clients: throughput proxy / direct Predict",
+    "1. embedded, 640x480, 1 client: p50 proxy / in-process TensorFlow",
+    "2. proxy CPU per request: encoded_image_string_tensor / image_tensor",
+    "2. PredictRequest bytes: encoded_image_string_tensor / image_tensor",
+    "3. wall time: one batch of 8 / 8 single requests in a row",
+    "4. Frigate, 320x320, 1 client: p99",
+    "5. 8 clients: throughput front / gthread",
+    "5. 8 clients: p50 front / gthread",
+    *[
+        f"6. {mode}: {what}"
+        for mode in ("serving", "embedded")
+        for what in (
+            "ordinary p50 with / without slow connections",
+            "ordinary p99 with / without slow connections",
+            "failed ordinary requests with slow connections",
+            "slow connections still held at the end",
+        )
+    ],
+    "serving, 1 client: p50 4000x3000 / 640x480",
+    "serving-mode proxy worker RSS after the load (largest)",
+    "python -m proxy to first 200 on /healthz (median)",
+    "serving-mode proxy workers with TensorFlow mapped",
 ]
-MEASUREMENTS = [
-    (variant, size, clients)
-    for size in ("640x480", "4000x3000")
-    for variant, concurrency in (("floor", (1, 8, 32)), ("proxy", (1, 8, 32)), ("old way", (1, 8)))
-    for clients in concurrency
+# (measurement, variant as a regular expression, clients): every row the sections' tables must hold, each with
+# requests and no error.
+ROWS = [
+    ("1. serving, 640x480, 1 client", r"direct Predict \(floor\)", 1),
+    ("1. serving, 640x480, 1 client", "proxy, serving mode", 1),
+    ("1. serving, 640x480, 8 clients", r"direct Predict \(floor\)", 8),
+    ("1. serving, 640x480, 8 clients", "proxy, serving mode", 8),
+    ("1. embedded, 640x480, 1 client", r"in-process TensorFlow \(floor\)", 1),
+    ("1. embedded, 640x480, 1 client", "proxy, embedded mode", 1),
+    ("2. input types, 640x480, 1 client", "image_tensor", 1),
+    ("2. input types, 640x480, 1 client", "encoded_image_string_tensor", 1),
+    ("3. batch, 8 x 640x480, 1 client", "one batch of 8", 1),
+    ("3. batch, 8 x 640x480, 1 client", "8 single requests in a row", 1),
+    ("4. Frigate, 320x320, 1 client", "Frigate's request", 1),
+    ("5. front vs gthread, 640x480, 8 clients", "gunicorn -k gthread", 8),
+    ("5. front vs gthread, 640x480, 8 clients", r"python -m proxy \(the front\)", 8),
+    ("4000x3000, serving, 1 client", "proxy, serving mode", 1),
+    *[
+        (f"6. slow clients, {mode}", variant, 4)
+        for mode in ("serving", "embedded")
+        for variant in ("4 ordinary clients, alone", r"4 ordinary clients, \d+ slow connections open")
+    ],
+]
+HEADINGS = [
+    "## Machine",
+    "## Targets",
+    "## How everything is measured",
+    "## 1. The real detector against its floors",
+    "## 2. `encoded_image_string_tensor` against `image_tensor`",
+    "## 3. A batch against single requests",
+    "## 4. Frigate's pattern",
+    "## 5. The front against gunicorn's threaded worker",
+    "## 6. Slow clients",
+    "## Large pictures, memory, start-up",
+    "## Answers",
 ]
 
 
@@ -44,34 +94,56 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_quick_run_writes_every_target_row_the_table_and_the_chart(tmp_path: Path) -> None:
-    """A quick run exits 0, prints and writes every target and measurement row, draws the chart, leaves no process."""
+def test_quick_run_writes_every_section_every_target_and_the_chart(tmp_path: Path) -> None:
+    """A quick run exits 0 in bounded time, prints every target, writes every section's rows (each with requests and
+    no error), the per-request CPU and bytes, the slow connections held, the answers and the chart, and leaves no
+    process behind."""
     out = tmp_path / "results"
+    began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
         cwd=REPO,
         env={**os.environ, **quiet_tf_env()},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=TIME_LIMIT_S,
         check=False,
     )
+    elapsed = time.monotonic() - began
     assert done.returncode == 0, done.stderr[-4000:]
+    assert elapsed < TIME_LIMIT_S
 
     markdown = (out / "results.md").read_text(encoding="utf-8")
+    assert "Quick run" in markdown
+    for heading in HEADINGS:
+        assert f"\n{heading}\n" in markdown, f"no section {heading!r}"
+    for key in ("CPU", "cores", "Python", "code", "date"):
+        assert re.search(rf"^\| {key} \| \S", markdown, re.MULTILINE), f"no {key} in the machine table"
     for target in TARGETS:
         row = re.search(rf"^\| {re.escape(target)} \| [^|]+ \| [≤≥] [^|]+ \| (PASS|MISS) \|$", markdown, re.MULTILINE)
         assert row, f"no target row {target!r} in results.md"
+        assert "n/a" not in row.group(0), row.group(0)
         assert row.group(0) in done.stdout
-    for variant, size, clients in MEASUREMENTS:
-        row = re.search(rf"^\| {variant} \| {size} \| {clients} \| (\d+) \| 0 \|", markdown, re.MULTILINE)
-        assert row, f"no error-free row for {variant} {size} x{clients} in results.md"
+    for measurement, variant, clients in ROWS:
+        pattern = rf"^\| {re.escape(measurement)} \| {variant} \| {clients} \| \d+ \| (\d+) \| 0 \| [\d.,]+ \|"
+        row = re.search(pattern, markdown, re.MULTILINE)
+        assert row, f"no error-free row for {measurement} / {variant} in results.md"
         assert int(row.group(1)) >= 1
-    assert "Quick run" in markdown
-    assert "| 640x480 | `" in markdown  # the answers section ran
+    for input_type in ("image_tensor", "encoded_image_string_tensor"):
+        assert re.search(rf"^\| {input_type} \| [\d.]+ \| [\d.]+ \| [\d,]+ \|$", markdown, re.MULTILINE), input_type
+    for mode in ("serving", "embedded"):
+        held = re.search(
+            rf"^- {mode}: still held at the end of the last round: (\d+) of (\d+) ", markdown, re.MULTILINE
+        )
+        assert held, f"no slow connections line for {mode}"
+    answers = re.findall(r"^\| (?:direct Predict|proxy)[^|]*\| `([^`]*)` \|$", markdown, re.MULTILINE)
+    assert len(answers) == 4
+    assert not any(answer.startswith("failed") for answer in answers), answers
 
-    assert (out / "results.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    for size in ("640x480", "4000x3000"):
+    chart = (out / "results.png").read_bytes()
+    assert chart.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(chart) > 20_000  # six panels, not an empty figure
+    for size in ("640x480", "320x320", "4000x3000"):
         assert (out / f"image-{size}.jpg").read_bytes().startswith(b"\xff\xd8")
 
     work = re.search(r"work directory (\S+)", done.stderr)

@@ -22,7 +22,8 @@ def test_model_life_from_nothing_through_a_broken_version_to_serving(
     zoo: Zoo, photos: dict[str, bytes], tmp_path: Path
 ) -> None:
     """With no version the proxy answers 503 with Retry-After (no paths shown); a broken version is tried once and
-    its failure reported, not retried per request; a good version written later is loaded and served."""
+    its failure answered as the model's (502), not retried per request; a good version written later is loaded and
+    served; the first run's console shows no TensorFlow CUDA noise and says where the service is once ready."""
     base = tmp_path / "detector"
     with proxy_server({"MODEL_BASE_PATH": str(base)}, ready_path="/healthz") as proxy:
         empty = requests.post(f"{proxy.url}/classify", data=photos["cat"], timeout=30)
@@ -39,7 +40,7 @@ def test_model_life_from_nothing_through_a_broken_version_to_serving(
             time.sleep(0.3)  # polling interval
         for _ in range(5):
             again = requests.post(f"{proxy.url}/classify", data=photos["cat"], timeout=30)
-            assert again.status_code == 503 and "version 1 failed to load" in again.json()["error"]
+            assert again.status_code == 502 and "version 1 failed to load" in again.json()["error"]
         assert len(re.findall(r"version 1 at \S+ failed to load", proxy.log_text())) == 1
 
         convert(zoo.models[SMALL].export, base)  # version 2
@@ -51,7 +52,13 @@ def test_model_life_from_nothing_through_a_broken_version_to_serving(
             "model": "detector",
             "version": 2,
         }
-        assert "model detector: serving version 2" in proxy.log_text()
+        log = proxy.log_text()
+        assert "model detector: serving version 2" in log
+        assert "cuInit" not in log and "cuda" not in log.lower()
+        deadline = time.monotonic() + 10
+        while f"ready: open http://127.0.0.1:{proxy.port}/" not in proxy.log_text():
+            assert time.monotonic() < deadline, "no line says where the service is"
+            time.sleep(0.2)  # polling interval
 
 
 def test_malformed_label_map_stops_start_up_in_one_line(tmp_path: Path) -> None:

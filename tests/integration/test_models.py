@@ -87,6 +87,28 @@ def test_every_exporter_input_type_answers_like_the_export(
             assert_same_answer(answer, expected)
 
 
+def test_models_converted_elsewhere_are_told_apart(any_proxy: HttpServer, zoo: Zoo, reference: Reference) -> None:
+    """TF2 exports served as they are (no converter metadata): an encoded-image input and a tf.Example input, alike in
+    their signatures, are told apart (embedded: from the graph's ops; serving: the first image sent both ways) and
+    answer what the export answers, with the label map MODELS names."""
+    for model in zoo.foreign():
+        for seed in (3, 4):
+            body = scene(seed, "JPEG")
+            expected = reference.verbose(model.name, body, 0.5)
+            assert expected, model.name
+            assert_same_answer(classify(any_proxy, body, model=model.name, verbose="true", threshold=0.5), expected)
+
+
+def test_an_image_the_models_decoder_refuses_is_a_400(any_proxy: HttpServer, photos: dict[str, bytes]) -> None:
+    """A truncated JPEG passes the proxy's header check and goes to an encoded-input model as sent; the model's own
+    decoder refuses it, and that is the client's 400, not a 502."""
+    answer = requests.post(
+        f"{any_proxy.url}/classify", params={"model": PERSON_ENCODED}, data=photos["person"][:20000], timeout=30
+    )
+    assert answer.status_code == 400, answer.text
+    assert "decoder cannot read this image" in answer.json()["error"]
+
+
 def test_both_modes_answer_the_same(embedded_proxy: HttpServer, grpc_proxy: HttpServer, zoo: Zoo) -> None:
     """For every model, embedded and TF Serving modes give the same verbose answer (scores within 1e-4)."""
     body = scene(11, "JPEG")

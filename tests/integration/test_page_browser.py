@@ -61,7 +61,7 @@ def test_upload_draws_boxes_and_counts(
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     try:
         page.goto(grpc_proxy.url + "/")
-        page.wait_for_function("document.getElementById('model-status').textContent.includes('ready')")
+        page.wait_for_selector("#model-status:has-text('ready')")  # no eval: the page's CSP forbids it
         page.set_input_files("#image-input", files=[{"name": "person.jpg", "mimeType": "image/jpeg", "buffer": body}])
         page.wait_for_selector("#canvas[data-drawn]")
         assert page.locator("#canvas").get_attribute("data-drawn") == "1"

@@ -156,3 +156,15 @@ def test_official_modules_still_load_after_ours_under_pure_python_protobuf() -> 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "python"
+
+
+def test_the_process_launchers_import_no_tensorflow() -> None:
+    """harness (the tests' and the benchmark's launchers) imports no TensorFlow: the stand-in runs in its process."""
+    code = (
+        "import sys, harness.processes, harness.tfserving\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_serving')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr

@@ -219,6 +219,13 @@ class Servable:
             feed_dict = {self._endpoint(name): value for name, value in feeds}
             fetch_list = [self._endpoint(name) for name in fetches]
             return list(self._session._call_tf_sessionrun(buffer, feed_dict, fetch_list, [], None))
+        except UnicodeDecodeError as error:
+            # An op that quotes binary input in its error (ParseExample: "Could not parse example input, value:
+            # '<the bytes>'") makes TensorFlow's Python binding fail to turn the message into text, losing its
+            # status. TF Serving, in C++, answers it as the op raised it: INVALID_ARGUMENT for such input errors.
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"an op refused the input and quoted it in binary ({error.reason})"
+            ) from error
         finally:
             pywrap_tf_session.TF_DeleteBuffer(buffer)
 

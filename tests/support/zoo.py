@@ -8,6 +8,8 @@ one stand-in and one proxy per mode serve them all (``MODELS``).
     person-encoded               the same network behind an encoded_image_string_tensor input (TF1 exporter style)
     switch                       the demo detector, for the test that converts a new version into it while served
     crowd                        the demo detector answering up to 64 detections (more than Frigate's 20 rows)
+    foreign-tf2-<string type>    TF2 exports copied into place as they are, not converted: no metadata, no label map
+                                 in the version (the proxy gets it from MODELS), string inputs to tell apart
     tf1-frozen-<type>            the demo detector as a TF1 frozen graph, for the TF1 exporter's three input types
     tf1-saved-<type>             the demo detector as the TF1 exporter's SavedModel (input key "inputs")
     tf2-<type>                   the demo detector as a TF2 export (input_tensor, batch of one), all four types
@@ -15,6 +17,7 @@ one stand-in and one proxy per mode serve them all (``MODELS``).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,7 @@ class ZooModel:
     export: Path
     base_path: Path
     input_type: InputType
+    converted: bool = True  # False: copied into place as exported (a model converted elsewhere)
 
     @property
     def version_dir(self) -> Path:
@@ -56,11 +60,18 @@ class Zoo:
 
     def models_setting(self) -> str:
         """``MODELS`` for a proxy serving them all (each version carries its own label map)."""
-        return ",".join(f"{model.name}::{model.base_path}" for model in self.models.values())
+        return ",".join(
+            f"{model.name}:{'' if model.converted else model.export / 'label_map.pbtxt'}:{model.base_path}"
+            for model in self.models.values()
+        )
 
     def demo_exports(self) -> list[ZooModel]:
         """The demo detector's exports, one per exporter and input type."""
         return [model for model in self.models.values() if model.name.startswith(("tf1-", "tf2-"))]
+
+    def foreign(self) -> list[ZooModel]:
+        """The exports served as they are, not converted by this project."""
+        return [model for model in self.models.values() if not model.converted]
 
 
 def build_zoo(root: Path, default_graph: Path) -> Zoo:
@@ -99,6 +110,12 @@ def build_zoo(root: Path, default_graph: Path) -> Zoo:
         base_path = root / "models" / directory.name
         result = convert(directory, base_path, warmup=True)
         models[directory.name] = ZooModel(directory.name, directory, base_path, result.input_type)
+    for input_type in (InputType.TF_EXAMPLE, InputType.ENCODED_IMAGE_STRING_TENSOR):
+        export = exports / f"tf2-{input_type}"
+        name = f"foreign-tf2-{input_type}"
+        base_path = root / "models" / name
+        shutil.copytree(export / "saved_model", base_path / "1")
+        models[name] = ZooModel(name, export, base_path, input_type, converted=False)
     config = root / "models.config"
     entries = "".join(
         f'  config {{ name: "{m.name}" base_path: "{m.base_path}" model_platform: "tensorflow" }}\n'
