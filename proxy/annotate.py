@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import colorsys
-import io
 from collections.abc import Iterable
 
 from PIL import Image, ImageDraw, ImageFont
@@ -38,12 +37,3 @@ def annotate(image: Image.Image, rows: Iterable[Row]) -> Image.Image:
         draw.text((rect[0] + line, label_y + line - top), text, fill=(0, 0, 0), font=font)
     return canvas
 
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    """The picture as JPEG (quality 90) or PNG bytes."""
-    buffer = io.BytesIO()
-    if fmt == "PNG":
-        image.save(buffer, format="PNG")
-    else:
-        image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
