@@ -15,7 +15,11 @@ PORT ?= 8000
 export MODEL_DIR MODEL_BASE_PATH PORT
 
 # The newest Python the project supports, for the suite's `make run` check on it (CI proves the oldest and newest).
-PYTHON_NEWEST ?= $(firstword $(shell command -v python3.13 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13))
+# The first candidate that runs (pyenv's shims exist for every installed version but run only the active ones).
+ifndef PYTHON_NEWEST
+PYTHON_NEWEST := $(shell for p in $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $$(command -v python3.13); do \
+	"$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
+endif
 export PYTHON_NEWEST
 
 COMPOSE ?= docker compose
