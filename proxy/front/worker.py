@@ -11,6 +11,7 @@ restarts the stuck worker, as gunicorn's own workers are restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
@@ -31,6 +32,7 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
         self.loop: asyncio.AbstractEventLoop | None = None
         self.front: FrontServer | None = None
         self._quick = False
+        self._stopping: asyncio.Event | None = None
 
     def init_process(self) -> None:
         """Make this process's loop before gunicorn installs the signal handlers on it."""
@@ -54,6 +56,8 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
     def _stop(self, quick: bool) -> None:
         self._quick = self._quick or quick
         self.alive = False
+        if self._stopping is not None:
+            self._stopping.set()  # wakes the heartbeat loop at once: a stop takes no heartbeat's wait
 
     def run(self) -> None:
         """Serve until the master or a signal says stop, then drain and close the app's resources."""
@@ -79,6 +83,7 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
             server_name=str(address[0]) if isinstance(address, tuple) else "localhost",
             server_port=int(address[1]) if isinstance(address, tuple) and len(address) > 1 else 80,
         )
+        self._stopping = asyncio.Event()
         await self.front.listen(listener.sock for listener in self.sockets)
         announce = getattr(hooks, "announce_when_ready", None)
         announcing = None
@@ -92,7 +97,8 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
             if self.ppid != os.getppid():
                 self.log.info("the master is gone; worker %s stops", self.pid)
                 break
-            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=HEARTBEAT_S)
         if announcing is not None:
             announcing.cancel()
         await self.front.shutdown(0.0 if self._quick else float(self.cfg.graceful_timeout))
