@@ -5,107 +5,68 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import io
 import json
+import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from bench import report, stack
-from bench.load import Client, FloorClient, HttpClient, Measurement, RequestFailed, run_round
-from bench.report import FLOOR, LARGE, OLD_WAY, PROXY, SMALL, Results
-from tests.support.processes import HttpServer
+from bench import photos, report, stack
+from bench.load import (
+    Client,
+    FloorClient,
+    FrigateClient,
+    HttpClient,
+    Measurement,
+    Repeated,
+    RequestFailed,
+    Round,
+    batch_body,
+    image_client,
+    run_round,
+)
+from bench.report import Results
+from bench.slow import SlowClients
+from harness.processes import HttpServer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SIZES = {SMALL: (640, 480), LARGE: (4000, 3000)}
-SCENE_SEED = 7  # the same scene at both sizes: random_scene scales its shapes with the picture
-JPEG_QUALITY = 90
-COLD_STARTS = 3
 THRESHOLD = 0.75  # sent explicitly, so a DEFAULT_THRESHOLD in the environment cannot make the variants differ
-CLASSIFY_PATH = f"/classify?threshold={THRESHOLD}"
+CLASSIFY = f"/classify?threshold={THRESHOLD}"
+BATCH = 8
+ORDINARY_CLIENTS = 4  # the ordinary clients measured beside the slow ones
 
 
 @dataclass(frozen=True)
-class Phase:
-    """How one variant is measured at one size and concurrency: rounds of bounded requests after a warm-up."""
+class Plan:
+    """How many requests each measurement gets; ``quick`` keeps each to a handful."""
 
-    variant: str
-    size: str
-    clients: int
-    rounds: int
-    requests: int  # timed requests per round
-    warmup: int  # untimed requests per round, spread over the clients
+    rounds: int  # rounds per variant; variants alternate round by round
+    latency: int  # timed requests per round, 1 client
+    throughput: int  # timed requests per round, 8 clients
+    cpu: int  # requests per round for the CPU-time comparison
+    batches: int  # batch requests (and runs of 8 single ones) per round
+    frigate: int  # frames per round
+    ordinary: int  # timed requests per round of the ordinary clients beside the slow ones
+    slow_connections: int
+    large: int  # 4000x3000 requests
+    cold_starts: int
+    settle_s: float  # after opening the slow connections, before measuring
     time_limit_s: float  # per round: no new request starts after this
 
-
-def plan(quick: bool) -> list[Phase]:
-    """Every measurement of a run; ``quick`` keeps each one to a handful of requests."""
-    phases = []
-    for clients in (1, 8, 32):
-        for variant in (FLOOR, PROXY):
-            if quick:
-                phases.append(Phase(variant, SMALL, clients, 1, min(clients, 8), min(clients, 8), 10))
-                phases.append(Phase(variant, LARGE, clients, 1, min(clients, 4), 1, 20))
-            else:
-                phases.append(Phase(variant, SMALL, clients, 3, {1: 100, 8: 200, 32: 300}[clients], 2 * clients, 30))
-                phases.append(Phase(variant, LARGE, clients, 2, {1: 12, 8: 24, 32: 48}[clients], clients, 60))
-    # The old way takes seconds per 4000x3000 request, so it gets fewer requests, one round, and no 32 clients.
-    if quick:
-        phases += [Phase(OLD_WAY, SMALL, c, 1, 2, 1, 20) for c in (1, 8)]
-        phases += [Phase(OLD_WAY, LARGE, c, 1, 1, 0, 30) for c in (1, 8)]
-    else:
-        phases += [Phase(OLD_WAY, SMALL, 1, 1, 20, 2, 60), Phase(OLD_WAY, SMALL, 8, 1, 40, 8, 90)]
-        phases += [Phase(OLD_WAY, LARGE, 1, 1, 5, 1, 120), Phase(OLD_WAY, LARGE, 8, 1, 8, 1, 240)]
-    return phases
-
-
-def method(phases: list[Phase], proxy_workers: int) -> list[str]:
-    """The method section of results.md, with the request counts actually planned."""
-    from proxy.settings import Settings
-
-    max_side = getattr(Settings(), "max_image_side", None)
-    downscale = (
-        f" Its default MAX_IMAGE_SIDE={max_side} has Pillow decode large JPEGs at a reduced scale; the floor does not."
-        if max_side
-        else ""
-    )
-    counts = "; ".join(
-        f"{p.variant} {p.size} x{p.clients}: {p.rounds} x {p.requests} (+{p.warmup} warm-up)"
-        for p in phases
-        if p.variant != PROXY
-    )
-    return [
-        "Everything on 127.0.0.1 of this one machine: load generator, proxy and TF Serving share its cores.",
-        "Model: the demo detector (`python -m demo_model`), converted by `python -m converter --warmup`, served by "
-        "the TF Serving stand-in `tests.support.fake_tfserving` (a TensorFlow Session over the SavedModel, answering "
-        "in typed fields as TF Serving does); the real TF Serving binary cannot run here.",
-        f"Images: `random_scene({SCENE_SEED})` at 640x480 and 4000x3000 (shapes scaled with the picture), JPEG "
-        f"quality {JPEG_QUALITY}, written next to the results.",
-        "floor: the client decodes the JPEG itself (Pillow, `np.asarray`, full resolution) and calls `Predict` on the "
-        "stand-in over its own gRPC channel (`tensor_content`, unlimited message sizes); no proxy.",
-        f"proxy: `python -m proxy` in serving mode with default settings ({proxy_workers} gunicorn workers x 8 "
-        f"threads), `POST /classify` over HTTP.{downscale}",
-        "old way: the seed service's method (`bench/seed_service.py`: `np.array(image.getdata())`, a new "
-        "`tf.compat.v1.Session` per request), gunicorn with 1 worker x 8 threads, `POST /classify` over HTTP. It is "
-        "slow, so it runs fewer requests, one round, and only 1 and 8 clients.",
-        "Clients are threads of one process, each with its own keep-alive HTTP connection (http.client) or gRPC "
-        "channel. Each round connects every client, runs the warm-up requests untimed, then starts all clients at "
-        "once; no new request starts after the round's time limit. Throughput is completed requests over the time "
-        "from the start to the last answer.",
-        "Order: every 640x480 measurement, then every 4000x3000 one, then one request per variant and size to "
-        "compare answers. At each size and concurrency, floor and proxy alternate round by round (who goes first "
-        "rotates) and their rounds are pooled.",
-        "Rounds x timed requests per round (the proxy runs the floor's): " + counts + ".",
-        "RSS: `VmRSS` of each gunicorn worker (children of the master) after all the load; TensorFlow counts as "
-        "loaded when its shared libraries appear in `/proc/<pid>/maps`.",
-    ]
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        """The full plan (about 5 minutes on 2 idle cores) or the quick one (a smoke run, about 25 s)."""
+        if quick:
+            return cls(1, 6, 16, 6, 1, 10, 8, 40, 2, 1, 0.3, 20.0)
+        return cls(5, 90, 150, 90, 5, 120, 150, 500, 12, 3, 1.5, 60.0)
 
 
 class Interrupted(Exception):
@@ -116,188 +77,407 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Interrupted
 
 
-def write_images(out: Path) -> dict[str, bytes]:
-    """The two JPEGs, written into ``out`` and returned as bytes."""
-    from demo_model import random_scene
-
-    images = {}
-    for name, size in SIZES.items():
-        picture, _shapes = random_scene(SCENE_SEED, size)
-        buffer = io.BytesIO()
-        picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-        images[name] = buffer.getvalue()
-        (out / f"image-{name}.jpg").write_bytes(images[name])
-    return images
-
-
-def floor_counts(client: FloorClient, model_dir: Path) -> dict[str, int]:
-    """The floor's answer turned into /classify counts with the proxy's own rules (outside any timing)."""
-    from proxy.detections import Detections, count_by_class
-    from proxy.labels import load_label_map
-
-    detections = Detections.from_outputs(client.predict())
-    return count_by_class(detections.above(THRESHOLD), load_label_map(model_dir / "label_map.pbtxt"))
-
-
-def check_answers(
-    images: dict[str, bytes], clients: dict[str, Callable[[bytes], Client]], model_dir: Path
-) -> dict[str, dict[str, Any]]:
-    """One request per variant and size; the counts, and whether all variants agree."""
-    answers: dict[str, dict[str, Any]] = {}
-    for size, body in images.items():
-        answer: dict[str, Any] = {}
-        for variant, make in clients.items():
-            client = make(body)
-            try:
-                client.connect()
-                if isinstance(client, FloorClient):
-                    answer[variant] = floor_counts(client, model_dir)
-                else:
-                    assert isinstance(client, HttpClient)
-                    client.request()
-                    answer[variant] = json.loads(client.last_answer)
-            except RequestFailed as exc:
-                answer[variant] = None
-                log(f"answer check: {variant} {size}: {exc}")
-            finally:
-                client.close()
-        answer["agree"] = all(answer.get(v) is not None for v in clients) and all(
-            answer[v] == answer[FLOOR] for v in clients
-        )
-        answers[size] = answer
-    return answers
+_BEGAN = time.monotonic()
 
 
 def log(line: str) -> None:
-    """Progress on stderr; the results go to stdout."""
-    print(f"bench: {line}", file=sys.stderr, flush=True)
+    """Progress on stderr, with the seconds since the start; the results go to stdout."""
+    print(f"bench: {time.monotonic() - _BEGAN:5.1f} s  {line}", file=sys.stderr, flush=True)
 
 
-def measure(
-    phases: list[Phase], clients: dict[str, Callable[[bytes], Client]], images: dict[str, bytes], stop: threading.Event
-) -> list[Measurement]:
-    """Run every phase, size by size and concurrency by concurrency, alternating variants round by round."""
-    measurements = {(p.variant, p.size, p.clients): Measurement(p.variant, p.size, p.clients) for p in phases}
-    by_key = {(p.variant, p.size, p.clients): p for p in phases}
-    groups = sorted({(p.size != SMALL, p.clients, p.size) for p in phases})
-    for _, concurrency, size in groups:
-        variants = [v for v in (FLOOR, PROXY, OLD_WAY) if (v, size, concurrency) in by_key]
-        most_rounds = max(by_key[(v, size, concurrency)].rounds for v in variants)
-        for index in range(most_rounds):
-            # Rotate who goes first, so neither variant always runs on the heels of the other.
-            rotated = variants[index % len(variants) :] + variants[: index % len(variants)]
-            for variant in rotated:
-                phase = by_key[(variant, size, concurrency)]
-                if index >= phase.rounds:
-                    continue
-                result = run_round(
-                    functools.partial(clients[variant], images[size]),
-                    clients=concurrency,
-                    requests=phase.requests,
-                    warmup=phase.warmup,
-                    time_limit_s=phase.time_limit_s,
-                    stop=stop,
-                )
-                measurement = measurements[(variant, size, concurrency)]
+Around = Callable[[Measurement], AbstractContextManager[None]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One side of a comparison: how to make one client, how many run at once, what wraps each of its rounds; or a
+    ``runner`` that measures a round of n requests itself (one client)."""
+
+    name: str
+    make: Callable[[], Client]
+    clients: int
+    around: Around | None = None
+    runner: Callable[[int], Round] | None = None
+
+
+class Bench:
+    """Runs comparisons: variants alternate round by round (who goes first rotates), rounds pooled per variant."""
+
+    def __init__(self, plan: Plan, stop: threading.Event) -> None:
+        self.plan = plan
+        self.stop = stop
+        self.measurements: list[Measurement] = []
+
+    def compare(self, section: str, variants: list[Variant], requests: int, warmup: int) -> dict[str, Measurement]:
+        """Measure every variant ``plan.rounds`` times; returns the measurements by variant name."""
+        found = {v.name: Measurement(section, v.name, v.clients) for v in variants}
+        self.measurements += found.values()
+        for index in range(self.plan.rounds):
+            shift = index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                measurement = found[variant.name]
+                wrap = variant.around(measurement) if variant.around else contextlib.nullcontext()
+                with wrap:
+                    result = (
+                        variant.runner(requests)
+                        if variant.runner
+                        else run_round(
+                            variant.make,
+                            clients=variant.clients,
+                            requests=requests,
+                            warmup=warmup,
+                            time_limit_s=self.plan.time_limit_s,
+                            stop=self.stop,
+                        )
+                    )
                 measurement.rounds.append(result)
                 rate = len(result.latencies_s) / result.elapsed_s if result.elapsed_s else float("nan")
                 log(
-                    f"{size:>9} {concurrency:>2} clients {variant:<7} round {index + 1}/{phase.rounds}: "
-                    f"{len(result.latencies_s)} ok, {len(result.errors)} errors, {rate:.2f} req/s"
+                    f"{section} | {variant.name} x{variant.clients} round {index + 1}/{self.plan.rounds}: "
+                    f"{len(result.latencies_s)} ok, {len(result.errors)} errors, {rate:.1f} req/s"
                 )
-    return list(measurements.values())
+        return found
+
+    def warm(self, make: Callable[[], Client], requests: int) -> None:
+        """Untimed requests, nothing recorded."""
+        run_round(make, clients=1, requests=0, warmup=requests, time_limit_s=60, stop=self.stop)
 
 
-def _start_in_background(server: HttpServer, what: str) -> Callable[[], None]:
-    """Start ``server`` in a thread (it polls until ready); the returned call waits and re-raises a failure."""
-    failures: list[BaseException] = []
+def _start_all(servers: Mapping[str, Callable[[], object]]) -> None:
+    """Start every server at once (each polls until ready in its own thread); raise the first failure."""
+    failures: dict[str, BaseException] = {}
 
-    def target() -> None:
+    def target(name: str, start: Callable[[], object]) -> None:
         try:
-            server.start()
+            start()
         except BaseException as exc:
-            failures.append(exc)
+            failures[name] = exc
 
-    thread = threading.Thread(target=target, name=f"start-{what}", daemon=True)
-    thread.start()
-
-    def wait() -> None:
+    threads = [threading.Thread(target=target, args=item, daemon=True) for item in servers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
         while thread.is_alive():
             thread.join(0.2)  # a short join keeps Ctrl-C responsive
-        if failures:
-            raise stack.StackError(f"{what} did not start: {failures[0]}")
+    if failures:
+        name, exc = next(iter(failures.items()))
+        raise stack.StackError(f"{name} did not start: {exc}")
 
-    return wait
+
+def _cpu_meter(pids: Callable[[], list[int]], into: dict[str, float], key: str) -> Around:
+    """Adds the CPU seconds ``pids`` use during each round to ``into[key]``."""
+
+    @contextlib.contextmanager
+    def around(_: Measurement) -> Iterator[None]:
+        before = stack.cpu_s(pids())
+        yield
+        into[key] = into.get(key, 0.0) + stack.cpu_s(pids()) - before
+
+    return around
 
 
-def run(quick: bool, out: Path) -> Results:
+def _slow_clients(port: int, count: int, settle_s: float, held: dict[str, int]) -> Around:
+    """Holds ``count`` slow connections open during each round; ``held`` gets how many the server still held at the
+    end of the last round, per kind."""
+
+    @contextlib.contextmanager
+    def around(_: Measurement) -> Iterator[None]:
+        slow = SlowClients(port, count)
+        try:
+            slow.open()
+            time.sleep(settle_s)  # the non-readers' answers fill their buffers; every connection is accepted
+            yield
+            held.clear()
+            held.update(slow.open_count())
+        finally:
+            slow.close()
+
+    return around
+
+
+def wire_bytes(address: str, model: str, photo: bytes) -> int:
+    """The serialized size of the PredictRequest the proxy sends TF Serving for ``photo`` and ``model``: built by the
+    proxy's own ``ServingBackend`` (its signature learned from the stand-in, its ``_request``), not sent."""
+    from proxy.backends import CallLimit, LabelMaps
+    from proxy.backends.serving import ModelSpec, ServingBackend, ServingConnection
+    from proxy.images import ImageInput, ImageLimits
+    from proxy.settings import Settings
+
+    connection = ServingConnection(address)
+    try:
+        backend = ServingBackend(
+            ModelSpec(model), connection, calls=CallLimit(1), labels=LabelMaps(None), request_timeout_s=10
+        )
+        signature = backend._signature_for(time.monotonic() + 10)
+        assert signature.input_type is not None
+        image = ImageInput(photo, ImageLimits(max_side=Settings().max_image_side))
+        return int(backend._request(signature, image, signature.input_type).ByteSize())
+    finally:
+        connection.close()
+
+
+def answer_of(client: HttpClient) -> str:
+    """One request's answer, compact."""
+    try:
+        client.connect()
+        client.request()
+        return json.dumps(json.loads(client.last_answer), sort_keys=True)
+    except (RequestFailed, ValueError) as exc:
+        return f"failed: {exc}"
+    finally:
+        client.close()
+
+
+def floor_answer(address: str, photo: bytes) -> str:
+    """The floor's detections above the threshold, counted as /classify counts them (the one class: person)."""
+    client = FloorClient(address, photo, stack.DEFAULT_MODEL)
+    try:
+        client.connect()
+        scores = client.predict()["detection_scores"].reshape(-1)
+        return json.dumps({"class 1 (person)": int((scores >= THRESHOLD).sum())})
+    except RequestFailed as exc:
+        return f"failed: {exc}"
+    finally:
+        client.close()
+
+
+def run(quick: bool, out: Path) -> Results:  # noqa: PLR0915  (one measurement after the other, in order)
     """Set up every process, measure, read memory; every process is stopped on the way out, whatever happens."""
-    phases = plan(quick)
+    plan = Plan.make(quick)
+    began = time.monotonic()
     load_at_start = report.load_average()
     stop = threading.Event()
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         log(f"work directory {work}")
-        log("writing the images, the demo model and its conversion")
-        images = write_images(out)
-        model = stack.prepare_model(work)
+        # Every process started inherits it, so a leftover one can be found by its environment.
+        os.environ["CLASSIFYOBJECTS_BENCH_WORK"] = str(work)
+        pictures = photos.make(out)
+        photo, frame, large = pictures[photos.SMALL], pictures[photos.FRAME], pictures[photos.LARGE]
+        log("exporting and converting the real detector both ways (python -m bench.models)")
+        models = stack.prepare_models(work)
+        log("the models are " + ("from the cache" if models.cached else "exported and converted"))
 
-        log("starting the TF Serving stand-in and the old way")
-        # Each process's stop is registered before it starts, so an interrupted start is cleaned up too.
-        stand_in = stack.StandIn(model.base_path)
+        log("starting the TF Serving stand-in and four proxies")
+        stand_in = stack.StandIn(models.config)
         cleanup.callback(stand_in.stop)
-        old_way = stack.seed_service(model.model_dir)
-        cleanup.callback(old_way.discard_log)
-        cleanup.callback(old_way.stop)
-        old_way_started = _start_in_background(old_way, "the old way (bench.seed_service under gunicorn)")
-        stand_in.start()
-        old_way_started()
+        metrics_dir = stack.metrics_dir()
+        cleanup.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
 
-        log("starting the proxy; timing its cold start")
-        proxy = stack.proxy(model.model_dir, stand_in.address)
-        cleanup.callback(proxy.discard_log)
-        cleanup.callback(proxy.stop)
-        proxy.start()
-        assert proxy.process is not None and old_way.process is not None
-        proxy_memory_idle = stack.gunicorn_memory(proxy.process.pid)
-        cold_starts = [stack.cold_start_s(model.model_dir, stand_in.address) for _ in range(COLD_STARTS)]
+        def started(server: stack.Server) -> stack.Server:
+            # Each process's stop is registered before it starts, so an interrupted start is cleaned up too.
+            cleanup.callback(server.discard_log)
+            cleanup.callback(server.stop)
+            return server
+
+        tf_floor = stack.TfFloor(models.version_dir(stack.DEFAULT_MODEL), out / f"image-{photos.SMALL}.jpg", 5)
+        cleanup.callback(tf_floor.stop)
+        embedded = started(stack.proxy(models, None, extra=stack.LONG_TIMEOUTS))
+        front = started(stack.proxy(models, stand_in.address))
+        gthread = started(stack.gthread_proxy(models, stand_in.address, metrics_dir))
+        slow_serving = started(stack.proxy(models, stand_in.address, extra=stack.LONG_TIMEOUTS))
+        # All at once: the serving-mode proxies poll /readyz until the stand-in answers.
+        _start_all(
+            {
+                "the TF Serving stand-in": stand_in.start,
+                "python -m proxy (embedded)": embedded.start,
+                "python -m proxy (serving)": front.start,
+                "gunicorn -k gthread": gthread.start,
+                "python -m proxy (serving, for slow clients)": slow_serving.start,
+                "python -m bench.tf_floor": tf_floor.start,
+            }
+        )
+        # Registered after every process's own stop, so it runs before them: all stop at once (each takes a second
+        # or two), and their own stops find nothing left to do.
+        cleanup.callback(_stop_all, [embedded, front, gthread, slow_serving])
+        memory_idle = stack.gunicorn_memory(_pid(front))
+        setup_s = time.monotonic() - began
+        log(f"everything ready after {setup_s:.0f} s")
 
         # Registered last, so it runs first: clients stop issuing requests before their servers go away.
         cleanup.callback(stop.set)
-        clients: dict[str, Callable[[bytes], Client]] = {
-            FLOOR: lambda body: FloorClient(stand_in.address, body, stack.MODEL_NAME),
-            PROXY: lambda body: HttpClient(proxy.port, body, CLASSIFY_PATH),
-            OLD_WAY: lambda body: HttpClient(old_way.port, body, CLASSIFY_PATH),
-        }
-        # Small images first and the answer check last: a worker's first large image leaves glibc's malloc with a
-        # raised mmap threshold, which speeds up its later small ones, so the order is kept the same in every run.
-        measurements = measure(phases, clients, images, stop)
-        log("checking that every variant answers the same")
-        answers = check_answers(images, clients, model.model_dir)
+        bench = Bench(plan, stop)
+        address = stand_in.address
 
-        proxy_memory = stack.gunicorn_memory(proxy.process.pid)
-        old_way_memory = stack.gunicorn_memory(old_way.process.pid)
+        def on_front() -> HttpClient:
+            return image_client(front.port, photo, CLASSIFY)
+
+        # 1. The real detector, serving mode: the proxy against direct Predict.
+        floor_1 = Variant("direct Predict (floor)", lambda: FloorClient(address, photo, stack.DEFAULT_MODEL), 1)
+        proxy_1 = Variant("proxy, serving mode", on_front, 1)
+        bench.compare(report.S1_LATENCY, [floor_1, proxy_1], plan.latency, 5)
+        floor_8 = Variant("direct Predict (floor)", lambda: FloorClient(address, photo, stack.DEFAULT_MODEL), 8)
+        proxy_8 = Variant("proxy, serving mode", on_front, 8)
+        bench.compare(report.S1_THROUGHPUT, [floor_8, proxy_8], plan.throughput, 16)
+
+        # 2. encoded_image_string_tensor against image_tensor: the proxy's CPU per request, bytes to TF Serving.
+        cpu: dict[str, dict[str, float]] = {}
+        variants_2 = []
+        for model, name in ((stack.DEFAULT_MODEL, report.IMAGE_TENSOR), (stack.ENCODED_MODEL, report.ENCODED)):
+            make = functools.partial(image_client, front.port, photo, f"{CLASSIFY}&model={model}")
+            bench.warm(make, 5)
+            cpu[name] = {}
+            meters = [
+                _cpu_meter(lambda: front.workers, cpu[name], report.PROXY_WORKERS),
+                _cpu_meter(lambda: [stand_in.pid], cpu[name], report.STAND_IN),
+            ]
+            variants_2.append(Variant(name, make, 1, _both(meters)))
+        bench.compare(report.S2, variants_2, plan.cpu, 0)
+        wire = {
+            report.IMAGE_TENSOR: _or_nan(lambda: wire_bytes(address, stack.DEFAULT_MODEL, photo)),
+            report.ENCODED: _or_nan(lambda: wire_bytes(address, stack.ENCODED_MODEL, photo)),
+        }
+
+        # 3. One JSON batch of 8 against 8 single requests in a row.
+        body = batch_body([photo] * BATCH)
+        batch = Variant(
+            f"one batch of {BATCH}",
+            lambda: HttpClient(front.port, CLASSIFY, body, {"Content-Type": "application/json"}),
+            1,
+        )
+        singles = Variant(f"{BATCH} single requests in a row", lambda: Repeated(on_front(), BATCH), 1)
+        bench.compare(report.S3, [batch, singles], plan.batches, 1)
+
+        # 4. Frigate's pattern.
+        bench.compare(
+            report.S4, [Variant("Frigate's request", lambda: FrigateClient(front.port, frame), 1)], plan.frigate, 3
+        )
+
+        # 5. The front against gunicorn's threaded worker, same app, same environment.
+        gthread_8 = Variant("gunicorn -k gthread", lambda: image_client(gthread.port, photo, CLASSIFY), 8)
+        front_8 = Variant("python -m proxy (the front)", on_front, 8)
+        bench.compare(report.S5, [gthread_8, front_8], plan.throughput, 16)
+
+        # The large picture, the memory after all that load.
+        bench.compare(
+            report.LARGE,
+            [Variant("proxy, serving mode", lambda: image_client(front.port, large, CLASSIFY), 1)],
+            plan.large,
+            2,
+        )
+        memory = stack.gunicorn_memory(_pid(front))
+
+        # 6. Slow clients, serving mode.
+        held: dict[str, dict[str, int]] = {report.SERVING: {}, report.EMBEDDED: {}}
+        _slow_section(bench, plan, slow_serving, photo=photo, section=report.S6_SERVING, held=held[report.SERVING])
+
+        # 1, embedded: the embedded proxy against TensorFlow in a process of its own, one request at a time.
+        in_process = Variant("in-process TensorFlow (floor)", _no_client, 1, runner=_floor_rounds(tf_floor))
+        proxy_embedded = Variant("proxy, embedded mode", lambda: image_client(embedded.port, photo, CLASSIFY), 1)
+        bench.compare(report.S1_EMBEDDED, [in_process, proxy_embedded], plan.latency, 5)
+        tf_floor.stop()
+
+        # 6, embedded.
+        _slow_section(bench, plan, embedded, photo=photo, section=report.S6_EMBEDDED, held=held[report.EMBEDDED])
+
+        log("answers, cold starts")
+        answers = {
+            "direct Predict (floor), detector": floor_answer(address, photo),
+            "proxy, serving mode, detector (image_tensor)": answer_of(on_front()),
+            "proxy, serving mode, person-encoded": answer_of(
+                image_client(front.port, photo, f"{CLASSIFY}&model={stack.ENCODED_MODEL}")
+            ),
+            "proxy, embedded mode, detector": answer_of(image_client(embedded.port, photo, CLASSIFY)),
+        }
+        cold_starts = [stack.cold_start_s(models, address) for _ in range(plan.cold_starts)]
+        requests_2 = {name: _sent(bench, report.S2, name) for name in (report.IMAGE_TENSOR, report.ENCODED)}
         return Results(
             quick=quick,
             machine=report.machine(load_at_start, report.code_version()),
-            method=method(phases, len(proxy_memory.workers_mb)),
-            measurements=measurements,
-            proxy_memory_idle=proxy_memory_idle,
-            proxy_memory=proxy_memory,
-            old_way_memory=old_way_memory,
+            measurements=bench.measurements,
+            cpu_ms={
+                name: {who: 1000 * seconds / max(1, requests_2[name]) for who, seconds in used.items()}
+                for name, used in cpu.items()
+            },
+            wire_bytes=wire,
+            photo_bytes={name: len(data) for name, data in pictures.items()},
+            slow_connections=plan.slow_connections,
+            slow_held=held,
+            memory_idle=memory_idle,
+            memory=memory,
             cold_starts_s=cold_starts,
-            threshold=THRESHOLD,
             answers=answers,
+            threshold=THRESHOLD,
+            setup_s=setup_s,
+            model_prep_s=models.export_s + models.convert_s,
+            models_cached=models.cached,
         )
+
+
+def _no_client() -> Client:
+    raise RuntimeError("this variant measures its rounds itself")
+
+
+def _floor_rounds(floor: stack.TfFloor) -> Callable[[int], Round]:
+    """Rounds of the embedded floor: it measures n requests in its own process."""
+
+    def runner(requests: int) -> Round:
+        latencies = floor.run(requests)
+        return Round(latencies, [], sum(latencies))
+
+    return runner
+
+
+def _both(meters: list[Around]) -> Around:
+    @contextlib.contextmanager
+    def around(measurement: Measurement) -> Iterator[None]:
+        with contextlib.ExitStack() as stack_:
+            for meter in meters:
+                stack_.enter_context(meter(measurement))
+            yield
+
+    return around
+
+
+def _sent(bench: Bench, section: str, variant: str) -> int:
+    """Requests a variant completed (no warm-up in that section), for per-request CPU."""
+    return sum(m.completed + len(m.errors) for m in bench.measurements if (m.section, m.variant) == (section, variant))
+
+
+def _slow_section(
+    bench: Bench, plan: Plan, server: HttpServer, *, photo: bytes, section: str, held: dict[str, int]
+) -> None:
+    """Ordinary clients without, then with, the slow connections, alternating round by round."""
+    ordinary = f"{ORDINARY_CLIENTS} ordinary clients"
+    without = Variant(f"{ordinary}, alone", lambda: image_client(server.port, photo, CLASSIFY), ORDINARY_CLIENTS)
+    with_slow = Variant(
+        f"{ordinary}, {plan.slow_connections} slow connections open",
+        lambda: image_client(server.port, photo, CLASSIFY),
+        ORDINARY_CLIENTS,
+        _slow_clients(server.port, plan.slow_connections, plan.settle_s, held),
+    )
+    bench.compare(section, [without, with_slow], plan.ordinary, 2 * ORDINARY_CLIENTS)
+
+
+def _stop_all(servers: list[stack.Server]) -> None:
+    threads = [threading.Thread(target=server.stop, daemon=True) for server in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
+def _pid(server: HttpServer) -> int:
+    if server.process is None:
+        raise stack.StackError(f"{server.args} is not running")
+    return int(server.process.pid)
+
+
+def _or_nan(compute: Callable[[], int]) -> float:
+    try:
+        return float(compute())
+    except Exception as exc:  # the proxy's internals may change: the bench reports n/a rather than stopping
+        log(f"cannot compute the PredictRequest size: {exc!r}")
+        return float("nan")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark the proxy against direct Predict on TF Serving (the floor) and the seed service's "
-        "method (the old way); print the targets and write results.md and results.png.",
+        description="Benchmark the proxy on the real detector against floors measured in the same run; print the "
+        "targets and write results.md and results.png.",
     )
     parser.add_argument("--quick", action="store_true", help="a few requests per measurement (a smoke run)")
     parser.add_argument(
@@ -305,7 +485,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=PACKAGE_DIR,
         metavar="DIR",
-        help="directory for results.md, results.png and the two JPEGs (default: the bench/ package directory)",
+        help="directory for results.md, results.png and the photographs sent (default: the bench/ package directory)",
     )
     return parser.parse_args(argv)
 
@@ -320,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     began = time.monotonic()
+    busy, own, steal = report.machine_busy_s(), report.own_cpu_s(), report.machine_steal_s()
     try:
         results = run(args.quick, args.out)
     except (KeyboardInterrupt, Interrupted):
@@ -330,11 +511,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+    results.duration_s = time.monotonic() - began
+    # Every process the run started has stopped and been waited for: its CPU time is in own_cpu_s().
+    results.other_cpu_s = max(0.0, (report.machine_busy_s() - busy) - (report.own_cpu_s() - own))
+    results.steal_s = report.machine_steal_s() - steal
+    if results.other_cpu_s > 0.1 * results.duration_s:
+        log(f"other processes used {results.other_cpu_s:.0f} CPU-seconds during the run: the numbers are skewed")
     markdown_path, chart_path = report.write(results, args.out)
     print(report.checks_table(results))
-    print()
-    print(report.measurements_table(results))
-    print()
     log(f"wrote {markdown_path} and {chart_path} in {time.monotonic() - began:.0f} s")
     return 0
 

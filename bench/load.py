@@ -1,8 +1,10 @@
 """Load generation: clients that each hold their own connection, run in threads, bounded in count and time.
 
-Two kinds of client: ``HttpClient`` posts the JPEG to ``/classify`` over one keep-alive connection (the proxy and
-the old way), and ``FloorClient`` decodes the same JPEG itself and calls ``Predict`` on the TF Serving stand-in
-over its own gRPC channel, with no proxy in between: the least work any client of TF Serving can do.
+Clients: ``HttpClient`` sends one fixed request over one keep-alive HTTP/1.1 connection (http.client);
+``FrigateClient`` posts a frame the way Frigate's DeepStack plugin does (a ``requests.Session``, multipart ``image``,
+form ``api_key=""``); ``FloorClient`` decodes the JPEG itself and calls ``Predict`` on the TF Serving stand-in over
+its own gRPC channel, with no proxy in between: the least work any client of TF Serving can do. ``Repeated`` makes
+one timed request of several of another client's requests in a row.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
 import numpy as np
+import requests
 from PIL import Image
 
 from proxy._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -26,7 +30,7 @@ from proxy._proto.tensorflow_serving.apis import model_pb2, predict_pb2, predict
 # The converted TF1 graph's signature (converter/): input key `inputs`, the detection outputs.
 INPUT_KEY = "inputs"
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-REQUEST_TIMEOUT_S = 600.0  # the old way takes tens of seconds per 4000x3000 request when 8 are in flight
+REQUEST_TIMEOUT_S = 120.0
 
 
 class RequestFailed(Exception):
@@ -40,20 +44,28 @@ class Client(Protocol):
         """Open the connection before the measurement starts."""
 
     def request(self) -> None:
-        """Send one image and wait for the whole answer; raise ``RequestFailed`` when there is none."""
+        """Send one request and wait for the whole answer; raise ``RequestFailed`` when there is none."""
 
     def close(self) -> None:
         """Close the connection."""
 
 
 class HttpClient:
-    """``POST /classify`` with the JPEG as the body, over one keep-alive HTTP/1.1 connection."""
+    """One fixed request (``method``, ``path``, ``body``, ``headers``) over one keep-alive HTTP/1.1 connection."""
 
-    def __init__(self, port: int, body: bytes, path: str = "/classify") -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str = "POST",
+    ) -> None:
         self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
-        self._body = body
+        self._method = method
         self._path = path
-        self._headers = {"Content-Type": "image/jpeg", "Connection": "keep-alive"}
+        self._body = body
+        self._headers = {"Connection": "keep-alive", **(headers or {})}
         self.last_answer: bytes = b""
 
     def connect(self) -> None:
@@ -64,10 +76,10 @@ class HttpClient:
             raise RequestFailed(f"cannot connect: {exc}") from None
 
     def request(self) -> None:
-        """One POST; a connection the server closed while idle is reopened once, as HTTP clients do."""
+        """One request; a connection the server closed while idle is reopened once, as HTTP clients do."""
         for attempt in (1, 2):
             try:
-                self._connection.request("POST", self._path, body=self._body, headers=self._headers)
+                self._connection.request(self._method, self._path, body=self._body, headers=self._headers)
                 response = self._connection.getresponse()
                 answer = response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
@@ -88,6 +100,71 @@ class HttpClient:
         self._connection.close()
 
 
+def image_client(port: int, photo: bytes, path: str = "/classify") -> HttpClient:
+    """``POST path`` with the JPEG as the body (``Content-Type: image/jpeg``)."""
+    return HttpClient(port, path, photo, {"Content-Type": "image/jpeg"})
+
+
+def batch_body(photos: list[bytes]) -> bytes:
+    """``{"images": [base64, ...]}``."""
+    import base64
+
+    return json.dumps({"images": [base64.b64encode(photo).decode("ascii") for photo in photos]}).encode()
+
+
+class FrigateClient:
+    """Frigate's DeepStack plugin (frigate/detectors/plugins/deepstack.py): one ``requests.Session`` per detector,
+    ``session.post(url, data={"api_key": ...}, files={"image": jpeg}, timeout=api_timeout)``, the answer parsed as
+    JSON. The timeout here is long, so slow answers are measured rather than cut; the report compares them with
+    Frigate's default ``api_timeout`` of 0.1 s."""
+
+    def __init__(self, port: int, frame: bytes, path: str = "/v1/vision/detection") -> None:
+        self._url = f"http://127.0.0.1:{port}{path}"
+        self._frame = frame
+        self._session = requests.Session()
+
+    def connect(self) -> None:
+        """Open the session's keep-alive connection with one untimed request."""
+        self.request()
+
+    def request(self) -> None:
+        """One frame; the answer must be a 200 with DeepStack's ``success: true``."""
+        try:
+            response = self._session.post(
+                self._url, data={"api_key": ""}, files={"image": self._frame}, timeout=REQUEST_TIMEOUT_S
+            )
+            answer = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise RequestFailed(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code != 200 or not answer.get("success"):
+            raise RequestFailed(f"HTTP {response.status_code}: {response.text[:200]!r}")
+
+    def close(self) -> None:
+        """Close the session."""
+        self._session.close()
+
+
+class Repeated:
+    """``times`` requests of ``inner`` in a row, as one timed request (eight single requests against one batch)."""
+
+    def __init__(self, inner: Client, times: int) -> None:
+        self._inner = inner
+        self._times = times
+
+    def connect(self) -> None:
+        """Connect the inner client."""
+        self._inner.connect()
+
+    def request(self) -> None:
+        """``times`` requests, one after the other."""
+        for _ in range(self._times):
+            self._inner.request()
+
+    def close(self) -> None:
+        """Close the inner client."""
+        self._inner.close()
+
+
 def grpc_channel(address: str) -> grpc.Channel:
     """A channel of its own (no subchannel shared with other clients) with unlimited message sizes."""
     return grpc.insecure_channel(
@@ -104,7 +181,7 @@ def grpc_channel(address: str) -> grpc.Channel:
 class FloorClient:
     """Decode the JPEG (Pillow, ``np.asarray``) and call Predict directly, ``tensor_content`` encoding."""
 
-    def __init__(self, address: str, body: bytes, model_name: str = "detector") -> None:
+    def __init__(self, address: str, body: bytes, model_name: str) -> None:
         self._channel = grpc_channel(address)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
         self._body = body
@@ -269,10 +346,10 @@ def run_round(
 
 @dataclass
 class Measurement:
-    """Every round of one variant at one image size and concurrency, pooled."""
+    """Every round of one variant of one comparison, pooled."""
 
+    section: str
     variant: str
-    size: str
     clients: int
     rounds: list[Round] = field(default_factory=list)
 
@@ -302,16 +379,21 @@ class Measurement:
         elapsed = sum(one.elapsed_s for one in self.rounds)
         return self.completed / elapsed if elapsed > 0 else float("nan")
 
+    def share_over(self, limit_s: float) -> float:
+        """The fraction of successful requests slower than ``limit_s`` (NaN without data)."""
+        values = self.latencies_s
+        return sum(1 for v in values if v > limit_s) / len(values) if values else float("nan")
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
         return {
+            "section": self.section,
             "variant": self.variant,
-            "size": self.size,
             "clients": self.clients,
             "rounds": len(self.rounds),
             "requests": self.completed,
             "errors": len(self.errors),
             "p50_ms": self.percentile_ms(50),
-            "p95_ms": self.percentile_ms(95),
+            "p99_ms": self.percentile_ms(99),
             "throughput_rps": self.throughput,
         }

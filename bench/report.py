@@ -7,23 +7,37 @@ import importlib.metadata
 import math
 import os
 import platform
+import statistics
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.load import Measurement
+from bench.slow import KINDS, PIPELINED, TRICKLE_LENGTH
 from bench.stack import ProcessMemory
 
-FLOOR, PROXY, OLD_WAY = "floor", "proxy", "old way"
-VARIANTS = (FLOOR, PROXY, OLD_WAY)
-SMALL, LARGE = "640x480", "4000x3000"
+# Measurement sections, as the tables and the chart name them.
+S1_LATENCY = "1. serving, 640x480, 1 client"
+S1_THROUGHPUT = "1. serving, 640x480, 8 clients"
+S1_EMBEDDED = "1. embedded, 640x480, 1 client"
+S2 = "2. input types, 640x480, 1 client"
+S3 = "3. batch, 8 x 640x480, 1 client"
+S4 = "4. Frigate, 320x320, 1 client"
+S5 = "5. front vs gthread, 640x480, 8 clients"
+LARGE = "4000x3000, serving, 1 client"
+S6_SERVING = "6. slow clients, serving"
+S6_EMBEDDED = "6. slow clients, embedded"
+
+IMAGE_TENSOR, ENCODED = "image_tensor", "encoded_image_string_tensor"
+PROXY_WORKERS, STAND_IN = "proxy workers", "TF Serving stand-in"
+SERVING, EMBEDDED = "serving", "embedded"
+FRIGATE_TIMEOUT_S = 0.1  # Frigate's DeepStack detector: api_timeout defaults to 0.1 s
 
 
 @dataclass(frozen=True)
 class Check:
-    """One target from the issue: what was measured, the bound, and whether it was met."""
+    """One target: what was measured, the bound, and whether it was met."""
 
     name: str
     value: float
@@ -38,15 +52,15 @@ class Check:
             return False
         return self.value <= self.bound if self.at_most else self.value >= self.bound
 
-    def row(self) -> list[str]:
-        """The check as table cells: name, measured, target, PASS/MISS."""
-        sign = "≤" if self.at_most else "≥"
-        return [self.name, _number(self.value, self.unit), f"{sign} {_number(self.bound, self.unit)}", self.verdict]
-
     @property
     def verdict(self) -> str:
         """PASS or MISS."""
         return "PASS" if self.passed else "MISS"
+
+    def row(self) -> list[str]:
+        """The check as table cells: name, measured, target, PASS/MISS."""
+        sign = "≤" if self.at_most else "≥"
+        return [self.name, _number(self.value, self.unit), f"{sign} {_number(self.bound, self.unit)}", self.verdict]
 
 
 @dataclass
@@ -55,31 +69,45 @@ class Results:
 
     quick: bool
     machine: dict[str, str]
-    method: list[str]
     measurements: list[Measurement]
-    proxy_memory_idle: ProcessMemory
-    proxy_memory: ProcessMemory
-    old_way_memory: ProcessMemory
+    cpu_ms: dict[str, dict[str, float]]  # input type → process → CPU milliseconds per request
+    wire_bytes: dict[str, float]  # input type → serialized PredictRequest bytes
+    photo_bytes: dict[str, int]
+    slow_connections: int
+    slow_held: dict[str, dict[str, int]]  # mode → kind → connections still held at the end of the last round
+    memory_idle: ProcessMemory
+    memory: ProcessMemory
     cold_starts_s: list[float]
+    answers: dict[str, str]
     threshold: float
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    setup_s: float
+    model_prep_s: float
+    models_cached: bool
+    duration_s: float = math.nan
+    other_cpu_s: float = math.nan  # CPU seconds other processes of the machine used during the run
+    steal_s: float = math.nan  # CPU seconds stolen by the hypervisor during the run
 
-    def find(self, variant: str, size: str, clients: int) -> Measurement | None:
-        """The measurement of ``variant`` at ``size`` and ``clients``, if it was run."""
+    def find(self, section: str, variant_prefix: str = "") -> Measurement | None:
+        """The first measurement of ``section`` whose variant starts with ``variant_prefix``."""
         for measurement in self.measurements:
-            if (measurement.variant, measurement.size, measurement.clients) == (variant, size, clients):
+            if measurement.section == section and measurement.variant.startswith(variant_prefix):
                 return measurement
         return None
 
-    def p50(self, variant: str, size: str, clients: int = 1) -> float:
-        """p50 latency in ms (NaN when not measured)."""
-        found = self.find(variant, size, clients)
-        return found.percentile_ms(50) if found else math.nan
+    def p(self, q: float, section: str, variant_prefix: str = "") -> float:
+        """The ``q`` percentile latency in ms (NaN when not measured)."""
+        found = self.find(section, variant_prefix)
+        return found.percentile_ms(q) if found else math.nan
 
-    def throughput(self, variant: str, size: str, clients: int) -> float:
+    def throughput(self, section: str, variant_prefix: str) -> float:
         """Requests per second (NaN when not measured)."""
-        found = self.find(variant, size, clients)
+        found = self.find(section, variant_prefix)
         return found.throughput if found else math.nan
+
+    def failures(self, section: str, variant_prefix: str) -> float:
+        """Failed requests, warm-up included (NaN when not measured)."""
+        found = self.find(section, variant_prefix)
+        return float(len(found.errors)) if found else math.nan
 
     @property
     def cold_start_s(self) -> float:
@@ -87,38 +115,109 @@ class Results:
         ordered = sorted(self.cold_starts_s)
         return ordered[len(ordered) // 2] if ordered else math.nan
 
+    def held_share(self, mode: str) -> float:
+        """The share of slow connections the server still held at the end of the last round with them."""
+        held = self.slow_held.get(mode, {})
+        return sum(held.values()) / self.slow_connections if held and self.slow_connections else math.nan
+
     def checks(self) -> list[Check]:
-        """The issue's targets, each against the floor (or the proxy) measured in this same run."""
-        proxy_loads_tf = any(self.proxy_memory.workers_load_tensorflow.values())
-        return [
+        """Every target, in the order of the sections."""
+        serving_tf = float(sum(self.memory.workers_load_tensorflow.values()))
+        checks = [
             Check(
-                f"{SMALL} p50, 1 client: proxy / floor",
-                _ratio(self.p50(PROXY, SMALL), self.p50(FLOOR, SMALL)),
+                "1. serving, 640x480, 1 client: p50 proxy / direct Predict",
+                _ratio(self.p(50, S1_LATENCY, "proxy"), self.p(50, S1_LATENCY, "direct")),
                 1.15,
                 at_most=True,
             ),
             Check(
-                f"{SMALL} throughput, 8 clients: proxy / floor",
-                _ratio(self.throughput(PROXY, SMALL, 8), self.throughput(FLOOR, SMALL, 8)),
+                "1. serving, 640x480, 8 clients: throughput proxy / direct Predict",
+                _ratio(self.throughput(S1_THROUGHPUT, "proxy"), self.throughput(S1_THROUGHPUT, "direct")),
                 0.9,
                 at_most=False,
             ),
             Check(
-                f"proxy p50, 1 client: {LARGE} / {SMALL}",
-                _ratio(self.p50(PROXY, LARGE), self.p50(PROXY, SMALL)),
+                "1. embedded, 640x480, 1 client: p50 proxy / in-process TensorFlow",
+                _ratio(self.p(50, S1_EMBEDDED, "proxy"), self.p(50, S1_EMBEDDED, "in-process")),
+                1.15,
+                at_most=True,
+            ),
+            Check(
+                "2. proxy CPU per request: encoded_image_string_tensor / image_tensor",
+                _ratio(self.cpu_ms[ENCODED][PROXY_WORKERS], self.cpu_ms[IMAGE_TENSOR][PROXY_WORKERS]),
+                0.75,
+                at_most=True,
+            ),
+            Check(
+                "2. PredictRequest bytes: encoded_image_string_tensor / image_tensor",
+                _ratio(self.wire_bytes[ENCODED], self.wire_bytes[IMAGE_TENSOR]),
+                0.25,
+                at_most=True,
+            ),
+            Check(
+                "3. wall time: one batch of 8 / 8 single requests in a row",
+                _ratio(self.p(50, S3, "one batch"), self.p(50, S3, "8 single")),
+                1.0,
+                at_most=True,
+            ),
+            Check("4. Frigate, 320x320, 1 client: p99", self.p(99, S4), FRIGATE_TIMEOUT_S * 1000, True, "ms"),
+            Check(
+                "5. 8 clients: throughput front / gthread",
+                _ratio(self.throughput(S5, "python -m proxy"), self.throughput(S5, "gunicorn")),
+                0.9,
+                at_most=False,
+            ),
+            Check(
+                "5. 8 clients: p50 front / gthread",
+                _ratio(self.p(50, S5, "python -m proxy"), self.p(50, S5, "gunicorn")),
+                1.1,
+                at_most=True,
+            ),
+        ]
+        for mode, section in ((SERVING, S6_SERVING), (EMBEDDED, S6_EMBEDDED)):
+            with_slow = f"{_ordinary(self, section)}, {self.slow_connections}"
+            alone = f"{_ordinary(self, section)}, alone"
+            checks += [
+                Check(
+                    f"6. {mode}: ordinary p50 with / without slow connections",
+                    _ratio(self.p(50, section, with_slow), self.p(50, section, alone)),
+                    1.5,
+                    at_most=True,
+                ),
+                Check(
+                    f"6. {mode}: ordinary p99 with / without slow connections",
+                    _ratio(self.p(99, section, with_slow), self.p(99, section, alone)),
+                    1.5,
+                    at_most=True,
+                ),
+                Check(
+                    f"6. {mode}: failed ordinary requests with slow connections",
+                    self.failures(section, with_slow),
+                    0,
+                    True,
+                    "requests",
+                ),
+                Check(f"6. {mode}: slow connections still held at the end", self.held_share(mode), 1.0, False, "%"),
+            ]
+        checks += [
+            Check(
+                "serving, 1 client: p50 4000x3000 / 640x480",
+                _ratio(self.p(50, LARGE), self.p(50, S1_LATENCY, "proxy")),
                 3.0,
                 at_most=True,
             ),
             Check(
-                f"{LARGE} p50, 1 client: old way / proxy",
-                _ratio(self.p50(OLD_WAY, LARGE), self.p50(PROXY, LARGE)),
-                50.0,
-                at_most=False,
+                "serving-mode proxy worker RSS after the load (largest)", self.memory.largest_worker_mb, 150, True, "MB"
             ),
-            Check("proxy worker RSS after the load (largest)", self.proxy_memory.largest_worker_mb, 150, True, "MB"),
-            Check("python -m proxy to first 200 on /healthz (median of 3)", self.cold_start_s, 2.0, True, "s"),
-            Check("proxy workers with TensorFlow loaded", float(proxy_loads_tf), 0, True, "workers"),
+            Check("python -m proxy to first 200 on /healthz (median)", self.cold_start_s, 2.0, True, "s"),
+            Check("serving-mode proxy workers with TensorFlow mapped", serving_tf, 0, True, "workers"),
         ]
+        return checks
+
+
+def _ordinary(results: Results, section: str) -> str:
+    found = results.find(section)
+    return found.variant.split(",")[0] if found else "?"
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -127,16 +226,20 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
+_FORMATS = {
+    "x": "{:.2f}x",
+    "%": "{:.0%}",
+    "workers": "{:.0f} workers",
+    "requests": "{:.0f} requests",
+    "MB": "{:.0f} MB",
+    "ms": "{:.1f} ms",
+}
+
+
 def _number(value: float, unit: str) -> str:
     if math.isnan(value):
         return "n/a"
-    if unit == "x":
-        return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
-    if unit == "workers":
-        return f"{value:.0f}"
-    if unit == "MB":
-        return f"{value:.0f} MB"
-    return f"{value:.2f} {unit}"
+    return _FORMATS.get(unit, "{:.2f} " + unit).format(value)
 
 
 def _ms(value: float) -> str:
@@ -150,19 +253,41 @@ def load_average() -> str:
     return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process of the machine has used since boot, all cores (``/proc/stat``: user, nice, system,
+    irq, softirq)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_steal_s() -> float:
+    """CPU seconds the hypervisor gave other guests while this machine's CPUs wanted to run (``/proc/stat`` steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process and its waited-for children (every process it started, once stopped) have used."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def code_version() -> str:
-    """The commit measured, and whether proxy/ had uncommitted changes (read-only git commands)."""
+    """The commit measured, and which of the measured packages had uncommitted changes (read-only git commands)."""
     root = Path(__file__).resolve().parents[1]
+    packages = ("proxy", "odapi", "converter", "demo_model", "harness", "bench")
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "proxy"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
+            ["git", "status", "--porcelain", "--", *packages], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    return f"{head}" + (" with uncommitted changes in proxy/" if dirty else "")
+    changed = sorted({line[3:].split("/", 1)[0] + "/" for line in dirty if len(line) > 3})
+    return head + (f" with uncommitted changes in {', '.join(changed)}" if changed else "")
 
 
 def machine(load_at_start: str, code: str) -> dict[str, str]:
@@ -176,15 +301,17 @@ def machine(load_at_start: str, code: str) -> dict[str, str]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             memory = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-    versions = {name: importlib.metadata.version(name) for name in ("tensorflow", "grpcio", "pillow", "numpy")}
+    names = ("tensorflow", "grpcio", "pillow", "numpy", "gunicorn", "h11", "flask")
+    versions = {name: importlib.metadata.version(name) for name in names}
     return {
         "CPU": cpu,
         "cores": str(len(os.sched_getaffinity(0))),
         "memory": memory,
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
-        "TensorFlow": versions["tensorflow"],
+        "TensorFlow (the stand-in, the embedded proxy)": versions["tensorflow"],
         "grpcio / Pillow / numpy": f"{versions['grpcio']} / {versions['pillow']} / {versions['numpy']}",
+        "gunicorn / h11 / Flask": f"{versions['gunicorn']} / {versions['h11']} / {versions['flask']}",
         "code": code,
         # Only the load before the run says anything about other work: during it, the benchmark is the load.
         "load average before the run (1, 5, 15 min)": load_at_start,
@@ -202,39 +329,229 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "")
 
 def checks_table(results: Results) -> str:
     """The targets as a markdown table."""
-    return table(["target", "measured", "target value", "result"], [c.row() for c in results.checks()], "lrrl")
+    return table(["target", "measured", "bound", "result"], [c.row() for c in results.checks()], "lrrl")
 
 
-def measurements_table(results: Results) -> str:
-    """Every variant, size and concurrency: requests, errors, p50, p95, throughput."""
-    order = {variant: index for index, variant in enumerate(VARIANTS)}
+def measurements_table(results: Results, sections: Sequence[str]) -> str:
+    """The measurements of ``sections``: rounds, requests, errors, p50, p99, throughput."""
     rows = []
-    for m in sorted(results.measurements, key=lambda m: (m.size != SMALL, order[m.variant], m.clients)):
+    for m in results.measurements:
+        if m.section not in sections:
+            continue
         rows.append(
             [
+                m.section,
                 m.variant,
-                m.size,
                 str(m.clients),
+                str(len(m.rounds)),
                 str(m.completed),
                 str(len(m.errors)),
                 _ms(m.percentile_ms(50)),
-                _ms(m.percentile_ms(95)),
-                f"{m.throughput:.2f}" if not math.isnan(m.throughput) else "n/a",
+                _ms(m.percentile_ms(99)),
+                f"{m.throughput:.1f}" if not math.isnan(m.throughput) else "n/a",
+                " / ".join(_ms(1000 * statistics.median(one.latencies_s)) for one in m.rounds if one.latencies_s),
             ]
         )
-    header = ["variant", "image", "clients", "requests", "errors", "p50 ms", "p95 ms", "throughput req/s"]
-    return table(header, rows, "llrrrrrr")
+    header = [
+        "measurement", "variant", "clients", "rounds", "requests", "errors", "p50 ms", "p99 ms", "req/s",
+        "p50 ms of each round",
+    ]  # fmt: skip
+    return table(header, rows, "lllrrrrrrr")
 
 
-def memory_lines(name: str, memory: ProcessMemory) -> list[str]:
-    """RSS of a gunicorn master and its workers, as markdown bullets."""
-    workers = ", ".join(f"{mb:.0f} MB (pid {pid})" for pid, mb in sorted(memory.workers_mb.items()))
-    loaded = [pid for pid, yes in memory.workers_load_tensorflow.items() if yes]
-    return [
-        f"- {name}: master {memory.master_mb:.0f} MB; workers {workers}; workers' sum "
-        f"{memory.total_workers_mb:.0f} MB (shared pages counted in each); TensorFlow mapped in "
-        f"{len(loaded)} of {len(memory.workers_mb)} workers.",
+def _errors(results: Results, sections: Sequence[str]) -> list[str]:
+    lines = [
+        f"- first error of {m.section} / {m.variant} ({len(m.errors)} in all): `{m.errors[0][:200]}`"
+        for m in results.measurements
+        if m.section in sections and m.errors
     ]
+    return [*lines, ""] if lines else []
+
+
+def _memory_line(name: str, memory: ProcessMemory) -> str:
+    workers = ", ".join(f"{mb:.0f} MB" for _, mb in sorted(memory.workers_mb.items()))
+    loaded = sum(memory.workers_load_tensorflow.values())
+    return (
+        f"- {name}: master {memory.master_mb:.0f} MB; workers {workers}; TensorFlow mapped in {loaded} of "
+        f"{len(memory.workers_mb)} workers."
+    )
+
+
+GENERAL = [
+    "Everything runs on 127.0.0.1 of this one machine: the load generator (one Python process, a thread per "
+    "client), the proxies and the TF Serving stand-in share its cores.",
+    "Model: the real default detector (SSDLite-MobileNetV2 person detector, `converter.default_model.fetch()`, a TF1 "
+    "frozen graph with an `image_tensor` input), and the same network behind an `encoded_image_string_tensor` "
+    "input (`demo_model.exports.tf1_frozen_graph(ENCODED_IMAGE_STRING_TENSOR, frozen_detector(graph))`), both "
+    "converted with warm-up records by the project's converter (`python -m bench.models`).",
+    "TF Serving: the stand-in `tests.support.fake_tfserving` (a TensorFlow Session per model over the converted "
+    "SavedModels, 32 gRPC threads), started with `harness.tfserving.start_server`; the real binary cannot run here.",
+    "Pictures (written next to these results): `image-640x480.jpg` is `docs/person.jpg` (512x512, one person), its top "
+    "512x384 scaled to 640x480 (Lanczos), JPEG quality 90; `image-320x320.jpg` is the whole photograph scaled to "
+    "320x320 and saved as Frigate saves frames (Pillow's default JPEG quality, 75); `image-4000x3000.jpg` is the "
+    "640x480 one scaled up (bicubic), quality 90.",
+    "Proxies: `python -m proxy` (gunicorn, the front `proxy.front.worker.FrontWorker`) with default settings: "
+    "serving mode 2 workers x 8 threads, embedded mode 1 worker x 8 threads. Configured by environment only: "
+    "`MODELS` (both models in serving mode, the detector alone in embedded mode), `SERVING_ADDRESS`, `API_KEY=` "
+    "(none), `LOG_FORMAT=json`.",
+    "Clients: each holds its own keep-alive connection (http.client; a `requests.Session` for Frigate's pattern; a "
+    "gRPC channel of its own for direct Predict). A round connects every client, runs warm-up requests untimed, "
+    "then starts every client at once; it ends after its request count (or 60 s). The variants of a comparison "
+    "alternate round by round, who goes first rotating, and their rounds are pooled. Latency is one request's "
+    "time, sent to answer read; throughput is completed requests over the time from the start to the last answer.",
+    f"Every `/classify` request asks `threshold={0.75}` explicitly.",
+]
+
+
+def _sections(results: Results) -> list[str]:
+    cpu, wire = results.cpu_ms, results.wire_bytes
+    photo_kb = results.photo_bytes.get("640x480", 0) / 1000
+    parts = ["## 1. The real detector against its floors", ""]
+    parts += [
+        "- **Serving mode**: `POST /classify` with the 640x480 JPEG as the body to the serving-mode proxy, against "
+        "**direct Predict** (the floor): a client that decodes the same JPEG itself (Pillow, `np.asarray`), builds "
+        "the `PredictRequest` (`tensor_content`) and calls `Predict` on the same stand-in over its own gRPC channel. "
+        "p50 at 1 client; throughput at 8 clients.",
+        "- **Embedded mode**: the same request to `python -m proxy` without `SERVING_ADDRESS` (TensorFlow in the "
+        "worker; the proxy of section 6, whose long connection timeouts do not touch a request that arrives at once), "
+        "against **in-process TensorFlow** (the floor): `python -m bench.tf_floor`, a process of its own "
+        "that loads the same converted SavedModel as the embedded backend does (`tf.saved_model.load`, "
+        "`serving_default`), then per request decodes the JPEG with Pillow and calls the signature. One request at "
+        "a time in both, rounds alternating as everywhere: the floor's process is started once (TensorFlow takes "
+        "seconds to import) and measures a round of requests on each command; its throughput is one over its mean "
+        "latency.",
+        "",
+        measurements_table(results, [S1_LATENCY, S1_THROUGHPUT, S1_EMBEDDED]),
+        "",
+        *_errors(results, [S1_LATENCY, S1_THROUGHPUT, S1_EMBEDDED]),
+    ]
+    parts += ["## 2. `encoded_image_string_tensor` against `image_tensor`", ""]
+    parts += [
+        "The same 640x480 request to the serving-mode proxy, `?model=detector` (image_tensor: the proxy decodes the "
+        "JPEG and sends pixels) and `?model=person-encoded` (the proxy forwards the JPEG's bytes as sent; the model "
+        "decodes them), alternating rounds at 1 client, no warm-up inside the rounds (5 untimed requests each "
+        "before).",
+        "- **CPU per request**: user + system time of every proxy worker (`/proc/<pid>/stat` fields 14 and 15, all "
+        "threads, clock ticks of 10 ms) read before and after each round, summed over the rounds, divided by the "
+        "requests sent. The stand-in's process is read the same way.",
+        "- **Bytes to TF Serving per request**: the serialized size (`ByteSize()`) of the very `PredictRequest` the "
+        "proxy sends, built by the proxy's own code (`proxy.backends.serving.ServingBackend`: the signature learned "
+        "from the stand-in's `GetModelMetadata`, then its `_request` for the same picture); it is computed, not "
+        "captured. gRPC adds a 5-byte frame header and HTTP/2 framing to it.",
+        "",
+        table(
+            ["input type", "proxy CPU ms / request", "stand-in CPU ms / request", "PredictRequest bytes"],
+            [
+                [
+                    name,
+                    _ms(cpu.get(name, {}).get(PROXY_WORKERS, math.nan)),
+                    _ms(cpu.get(name, {}).get(STAND_IN, math.nan)),
+                    f"{wire.get(name, math.nan):,.0f}" if not math.isnan(wire.get(name, math.nan)) else "n/a",
+                ]
+                for name in (IMAGE_TENSOR, ENCODED)
+            ],
+            "lrrr",
+        ),
+        "",
+        f"The JPEG itself is {photo_kb:.1f} KB; 640x480 RGB pixels are 921.6 KB.",
+        "",
+        measurements_table(results, [S2]),
+        "",
+        *_errors(results, [S2]),
+    ]
+    parts += ["## 3. A batch against single requests", ""]
+    parts += [
+        'One `POST /classify` with `{"images": [8 x base64 of the 640x480 JPEG]}` (`Content-Type: '
+        "application/json`) against 8 `POST /classify` of the JPEG in a row on one connection; each timed as a "
+        "whole (the wall time below is its latency), 1 client, serving mode.",
+        "",
+        measurements_table(results, [S3]),
+        "",
+        *_errors(results, [S3]),
+    ]
+    parts += ["## 4. Frigate's pattern", ""]
+    over = results.find(S4)
+    share = over.share_over(FRIGATE_TIMEOUT_S) if over else math.nan
+    parts += [
+        "Frigate's DeepStack detector (frigate/detectors/plugins/deepstack.py) as it sends: one `requests.Session` "
+        'kept alive, `session.post(URL, data={"api_key": ""}, files={"image": jpeg})` to '
+        "`/v1/vision/detection`, the answer parsed as JSON; one frame at a time (Frigate's detector process "
+        "waits for each answer). The frame is the 320x320 JPEG. The bench's timeout is long, so slow answers are "
+        f"measured; Frigate's default `api_timeout` is {FRIGATE_TIMEOUT_S} s.",
+        "",
+        measurements_table(results, [S4]),
+        "",
+        f"Answers slower than Frigate's {FRIGATE_TIMEOUT_S} s timeout: "
+        + (f"{100 * share:.2f}%." if not math.isnan(share) else "n/a."),
+        "",
+        *_errors(results, [S4]),
+    ]
+    parts += ["## 5. The front against gunicorn's threaded worker", ""]
+    parts += [
+        "The same app and environment (`SERVING_ADDRESS`, `MODELS`, ...) under `gunicorn -k gthread --threads 8 "
+        "--workers 2 'proxy.app:create_app()'` and under `python -m proxy` (2 workers x 8 threads, the front); a "
+        "fresh `PROMETHEUS_MULTIPROC_DIR` for gthread, as `python -m proxy` makes for itself. `python -m proxy` "
+        "also tunes glibc's malloc in each worker after the fork (`post_fork`); plain gunicorn does not. 8 "
+        "clients, `POST /classify` with the 640x480 JPEG.",
+        "",
+        measurements_table(results, [S5]),
+        "",
+        *_errors(results, [S5]),
+    ]
+    parts += ["## 6. Slow clients", ""]
+    count = results.slow_connections
+    parts += [
+        f"{count} connections held open against a proxy while 4 ordinary clients send `POST /classify` with the "
+        "640x480 JPEG, against the same clients with none; rounds alternate, the slow connections are opened "
+        "before each round with them (and a short settling pause) and closed after it. A quarter of each kind: "
+        "**headers** (`POST /classify` and part of its headers, never their end), **trickle** (whole headers, "
+        f"`Content-Length: {TRICKLE_LENGTH}`, then one body byte per second), **silent** (connects, sends nothing), "
+        f"**non-reader** (a 4 KiB receive buffer and 1 KiB segments, `TCP_MAXSEG`, so that the server's kernel "
+        f"buffers about 80 KB rather than loopback's 700 KB; {PIPELINED} pipelined `GET /openapi.json` of 88 KB each, "
+        "never reads: the first answer never drains). "
+        "Each proxy keeps them: `REQUEST_HEADER_TIMEOUT_S`, `REQUEST_READ_TIMEOUT_S`, `SEND_TIMEOUT_S` and "
+        "`KEEPALIVE_TIMEOUT_S` of 900 s, `REQUEST_MIN_RATE_BYTES=0`. Serving mode: a `python -m proxy` of its own "
+        "(2 workers) on the same stand-in. Embedded mode: the embedded proxy of section 1 (1 worker). At the end "
+        "of each round with them, each slow socket's TCP state (`TCP_INFO`) tells whether the proxy still holds "
+        "it (ESTABLISHED) or closed it.",
+        "",
+        measurements_table(results, [S6_SERVING, S6_EMBEDDED]),
+        "",
+    ]
+    for mode in (SERVING, EMBEDDED):
+        held = results.slow_held.get(mode, {})
+        per_kind = ", ".join(f"{kind} {held.get(kind, 0)}" for kind in KINDS)
+        parts.append(
+            f"- {mode}: still held at the end of the last round: {sum(held.values())} of {count} ({per_kind})."
+        )
+    parts += ["", *_errors(results, [S6_SERVING, S6_EMBEDDED])]
+    parts += ["## Large pictures, memory, start-up", ""]
+    parts += [
+        "- **4000x3000**: the 4000x3000 JPEG to the serving-mode proxy, 1 client, its p50 against the proxy's 640x480 "
+        "p50 of section 1 (the proxy decodes large JPEGs at a reduced DCT scale, `MAX_IMAGE_SIDE=1024`).",
+        "",
+        measurements_table(results, [LARGE]),
+        "",
+        "- **RSS**: `VmRSS` (`/proc/<pid>/status`) of the section 1 serving-mode proxy's master and workers, idle "
+        "after start and after every load of sections 1 to 5 and the large pictures; TensorFlow counts as mapped "
+        "when `libtensorflow` or `_pywrap_tensorflow` appears in `/proc/<pid>/maps`.",
+        _memory_line("idle after start", results.memory_idle),
+        _memory_line("after the load", results.memory),
+        "- **Cold start**: from spawning `python -m proxy` (serving mode, the stand-in running, files in the page "
+        "cache) to its first 200 on `/healthz`, polled every 5 ms: "
+        + ", ".join(f"{s:.2f} s" for s in results.cold_starts_s)
+        + f"; median {results.cold_start_s:.2f} s.",
+        "",
+    ]
+    parts += ["## Answers", ""]
+    parts += [
+        f"One request each, after the measurements, the 640x480 photograph, threshold {results.threshold} (the floor's "
+        "scores counted the same way):",
+        "",
+        table(["who", "answer"], [[who, f"`{answer}`"] for who, answer in results.answers.items()]),
+        "",
+    ]
+    return parts
 
 
 def markdown(results: Results, chart_name: str) -> str:
@@ -242,75 +559,140 @@ def markdown(results: Results, chart_name: str) -> str:
     parts = ["# `make bench` results", ""]
     if results.quick:
         parts += ["**Quick run (`--quick`): a few requests per measurement, the numbers mean nothing.**", ""]
-    parts += ["Written by `python -m bench`. Every ratio compares numbers measured in this same run.", ""]
-    parts += ["## Machine", "", table(["", ""], [[key, value] for key, value in results.machine.items()]), ""]
-    parts += ["## Method", "", *[f"- {line}" for line in results.method], ""]
-    parts += ["## Targets", "", checks_table(results), ""]
-    parts += ["## Latency and throughput", "", measurements_table(results), "", f"![p50 latency]({chart_name})", ""]
-    errors = [(m, error) for m in results.measurements for error in m.errors[:1]]
-    if errors:
-        parts += ["Errors (first of each measurement):", ""]
-        parts += [f"- {m.variant} {m.size} {m.clients} clients: {error}" for m, error in errors]
-        parts += [""]
-    parts += ["## Memory (RSS after the load)", ""]
-    parts += memory_lines("proxy, after the load", results.proxy_memory)
-    parts += memory_lines("proxy, idle after start (for comparison)", results.proxy_memory_idle)
-    parts += [*memory_lines("old way, after the load", results.old_way_memory), ""]
-    parts += ["## Cold start", ""]
-    runs = ", ".join(f"{s:.2f} s" for s in results.cold_starts_s)
+    models = (
+        "the models from `python -m bench.models`' cache (exporting and converting them took "
+        f"{results.model_prep_s:.0f} s)"
+        if results.models_cached
+        else f"{results.model_prep_s:.0f} s of it exporting and converting the models"
+    )
     parts += [
-        f"From spawning `python -m proxy` (serving mode) to the first 200 on `/healthz`: {runs}; "
-        f"median {results.cold_start_s:.2f} s (files in the page cache).",
+        f"Written by `python -m bench` in {results.duration_s:.0f} s ({results.setup_s:.0f} s of it setting up, "
+        f"{models}). Every ratio compares numbers measured in this same run.",
         "",
     ]
-    parts += ["## Answers", ""]
-    parts += [f"The same picture through each variant, `/classify` counts at threshold {results.threshold}:", ""]
-    rows = [
-        [size, *[_json(answer.get(variant)) for variant in VARIANTS], "yes" if answer.get("agree") else "no"]
-        for size, answer in results.answers.items()
-    ]
-    parts += [table(["image", *VARIANTS, "all equal"], rows), ""]
+    machine_rows = [[key, value] for key, value in results.machine.items()]
+    cores = int(results.machine.get("cores", "1") or 1)
+    machine_rows.append(
+        [
+            "CPU time other processes used during the run",
+            f"{results.other_cpu_s:.0f} s of the {cores * results.duration_s:.0f} s the {cores} cores had "
+            "(`/proc/stat` busy time, less the benchmark's own processes)",
+        ]
+    )
+    machine_rows.append(
+        ["CPU time stolen by the hypervisor during the run", f"{results.steal_s:.0f} s (`/proc/stat` steal)"]
+    )
+    parts += ["## Machine", "", table(["", ""], machine_rows), ""]
+    parts += ["## Targets", "", checks_table(results), "", f"![the measurements]({chart_name})", ""]
+    parts += ["## How everything is measured", "", *[f"- {line}" for line in GENERAL], ""]
+    parts += _sections(results)
     return "\n".join(parts)
 
 
-def _json(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    return "`" + ", ".join(f"{key}: {count}" for key, count in sorted(value.items())) + "`" if value else "`{}`"
-
-
 def chart(results: Results, path: Path) -> None:
-    """p50 latency by concurrency, one panel per image size, one line per variant, log scale."""
+    """Six panels: the latency and throughput comparisons, input types, batch, Frigate, slow clients."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
 
-    sizes = [SMALL, LARGE]
-    figure, axes = plt.subplots(1, len(sizes), figsize=(11, 4.5), sharey=True)
-    styles = {FLOOR: ("tab:green", "o"), PROXY: ("tab:blue", "s"), OLD_WAY: ("tab:red", "^")}
-    for axis, size in zip(axes, sizes, strict=True):
-        for variant in VARIANTS:
-            points = sorted(
-                (m.clients, m.percentile_ms(50))
-                for m in results.measurements
-                if m.variant == variant and m.size == size and m.completed
-            )
-            if points:
-                colour, marker = styles[variant]
-                axis.plot([c for c, _ in points], [p for _, p in points], marker=marker, color=colour, label=variant)
-        axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
-        axis.set_xticks([1, 8, 32], labels=["1", "8", "32"])
-        axis.set_xlabel("concurrent clients")
-        axis.set_title(f"{size} JPEG")
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("p50 latency (ms, log scale)")
-    axes[0].legend()
-    title = f"POST /classify p50 latency — {results.machine['CPU']}, {results.machine['cores']} cores"
-    figure.suptitle(title + (" (quick run)" if results.quick else ""))
+    floor_colour, proxy_colour, other_colour = "tab:green", "tab:blue", "tab:orange"
+    figure, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+
+    def bars(ax: Axes, labels: list[str], values: list[float], *, colours: list[str], unit: str, title: str) -> None:
+        positions = list(range(len(values)))
+        ax.bar(positions, [0 if math.isnan(v) else v for v in values], color=colours)
+        for x, value in zip(positions, values, strict=True):
+            text = "n/a" if math.isnan(value) else f"{value:.1f}"
+            ax.annotate(text, (x, 0 if math.isnan(value) else value), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(positions, labels, fontsize=8)
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=10)
+
+    bars(
+        axes[0][0],
+        ["serving\nfloor", "serving\nproxy", "embedded\nfloor", "embedded\nproxy"],
+        [
+            results.p(50, S1_LATENCY, "direct"),
+            results.p(50, S1_LATENCY, "proxy"),
+            results.p(50, S1_EMBEDDED, "in-process"),
+            results.p(50, S1_EMBEDDED, "proxy"),
+        ],
+        colours=[floor_colour, proxy_colour, floor_colour, proxy_colour],
+        unit="p50 ms",
+        title="1. 640x480, 1 client: p50 against the floors",
+    )
+    bars(
+        axes[0][1],
+        ["direct\nPredict", "proxy\n(front)", "gunicorn\ngthread", "proxy\n(front)"],
+        [
+            results.throughput(S1_THROUGHPUT, "direct"),
+            results.throughput(S1_THROUGHPUT, "proxy"),
+            results.throughput(S5, "gunicorn"),
+            results.throughput(S5, "python -m proxy"),
+        ],
+        colours=[floor_colour, proxy_colour, other_colour, proxy_colour],
+        unit="requests / s",
+        title="1 and 5. 640x480, 8 clients: throughput",
+    )
+    cpu = results.cpu_ms
+    bars(
+        axes[0][2],
+        ["image_tensor\nproxy", "encoded\nproxy", "image_tensor\nstand-in", "encoded\nstand-in"],
+        [
+            cpu[IMAGE_TENSOR].get(PROXY_WORKERS, math.nan),
+            cpu[ENCODED].get(PROXY_WORKERS, math.nan),
+            cpu[IMAGE_TENSOR].get(STAND_IN, math.nan),
+            cpu[ENCODED].get(STAND_IN, math.nan),
+        ],
+        colours=[proxy_colour, other_colour, proxy_colour, other_colour],
+        unit="CPU ms per request",
+        title="2. input types: CPU per request (KB sent: "
+        + " / ".join(f"{results.wire_bytes[n] / 1000:.0f}" for n in (IMAGE_TENSOR, ENCODED))
+        + ")",
+    )
+    bars(
+        axes[1][0],
+        ["one batch\nof 8", "8 single\nrequests"],
+        [results.p(50, S3, "one batch"), results.p(50, S3, "8 single")],
+        colours=[proxy_colour, other_colour],
+        unit="wall time, p50 ms",
+        title="3. 8 pictures: one batch or 8 requests",
+    )
+    frigate = results.find(S4)
+    ax = axes[1][1]
+    if frigate is not None and frigate.completed:
+        values = sorted(1000 * v for v in frigate.latencies_s)
+        ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], color=proxy_colour)
+    ax.axvline(FRIGATE_TIMEOUT_S * 1000, color="tab:red", linestyle="--", label="Frigate's 0.1 s timeout")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("latency ms")
+    ax.set_ylabel("share of requests")
+    ax.set_title("4. Frigate's pattern, 320x320: latency distribution", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    labels, values_6, colours = [], [], []
+    for mode, section in ((SERVING, S6_SERVING), (EMBEDDED, S6_EMBEDDED)):
+        alone = f"{_ordinary(results, section)}, alone"
+        with_slow = f"{_ordinary(results, section)}, {results.slow_connections}"
+        for q in (50, 99):
+            labels += [f"{mode}\np{q} alone", f"{mode}\np{q} slow"]
+            values_6 += [results.p(q, section, alone), results.p(q, section, with_slow)]
+            colours += [floor_colour, other_colour]
+    bars(
+        axes[1][2],
+        labels,
+        values_6,
+        colours=colours,
+        unit="ms",
+        title=f"6. ordinary clients alone / beside {results.slow_connections} slow connections",
+    )
+    axes[1][2].tick_params(axis="x", labelsize=6)
+    title = f"make bench — {results.machine['CPU']}, {results.machine['cores']} cores, code {results.machine['code']}"
+    figure.suptitle(title + (" (quick run: meaningless numbers)" if results.quick else ""), fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=90)
     plt.close(figure)
 
 

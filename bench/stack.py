@@ -1,27 +1,41 @@
-"""The processes under test: the demo model, the TF Serving stand-in, the proxy, the old way; and /proc readings.
+"""The processes under test: the models, the TF Serving stand-in, the proxies; and /proc readings.
 
 Everything runs as a child process on 127.0.0.1 and is stopped by its owner's ``stop()``. The load generator itself
-never imports TensorFlow: the model is written and converted by the project's own CLIs in subprocesses, and the
-stand-in is started through ``tests.support.tfserving_process``, which does not import it either.
+never imports TensorFlow: the models are exported and converted by ``python -m bench.models`` in a subprocess, the
+stand-in is started through ``harness.tfserving`` (a subprocess too), and the embedded floor is ``python -m
+bench.tf_floor``.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import REPO, HttpServer, children, free_port, quiet_tf_env, rss_kib
-from tests.support.tfserving_process import RunningServer, ServerStartError, start_server
+from harness.processes import REPO, HttpServer, children, free_port, quiet_tf_env, rss_kib
+from harness.tfserving import RunningServer, ServerStartError, start_server
 
-MODEL_NAME = "detector"
-STAND_IN_THREADS = 32  # as many gRPC threads as the most concurrent clients: queueing happens in TF, not there
+DEFAULT_MODEL = "detector"
+ENCODED_MODEL = "person-encoded"
+STAND_IN_THREADS = 32  # more gRPC threads than clients: queueing happens in TF, not there
+# The slow-client proxies keep every slow connection open for the whole measurement.
+LONG_TIMEOUTS = {
+    "REQUEST_HEADER_TIMEOUT_S": "900",
+    "REQUEST_READ_TIMEOUT_S": "900",
+    "REQUEST_MIN_RATE_BYTES": "0",
+    "SEND_TIMEOUT_S": "900",
+    "KEEPALIVE_TIMEOUT_S": "900",
+}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class StackError(RuntimeError):
@@ -29,54 +43,131 @@ class StackError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ModelFiles:
-    """The demo model as a user has it (``model_dir``) and converted for TF Serving (``base_path``)."""
+class Models:
+    """The two converted models (name → base path) and the TF Serving config listing them."""
 
-    model_dir: Path
-    base_path: Path
+    base_paths: dict[str, Path]
+    input_types: dict[str, str]
+    config: Path
+    export_s: float
+    convert_s: float
+    cached: bool
+
+    def version_dir(self, name: str) -> Path:
+        """The one converted version of ``name``."""
+        return self.base_paths[name] / "1"
+
+    def setting(self, names: tuple[str, ...] = (DEFAULT_MODEL, ENCODED_MODEL)) -> str:
+        """``MODELS`` for a proxy serving ``names`` (each version carries its own label map)."""
+        return ",".join(f"{name}::{self.base_paths[name]}" for name in names)
 
 
-def _run_cli(args: list[str], what: str) -> None:
-    done = subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO,
-        env={**os.environ, **quiet_tf_env()},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _run(args: list[str], what: str, timeout_s: float = 300) -> str:
+    try:
+        done = subprocess.run(
+            [sys.executable, *args],
+            cwd=REPO,
+            env={**os.environ, **quiet_tf_env()},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{what} did not finish within {timeout_s:g} s") from None
     if done.returncode != 0:
-        raise StackError(f"{what} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        raise StackError(f"{what} failed: {(done.stderr or done.stdout).strip().splitlines()[-3:]}")
+    return done.stdout.strip().splitlines()[-1]
 
 
-def prepare_model(work: Path) -> ModelFiles:
-    """Write the demo detector into ``work/static`` and convert it to ``work/models/detector/1``."""
-    model_dir = work / "static"
-    base_path = work / "models" / MODEL_NAME
-    if not (model_dir / "frozen_inference_graph.pb").exists():
-        _run_cli(["-m", "demo_model", str(model_dir)], "python -m demo_model")
-    if not base_path.exists():
-        graph = str(model_dir / "frozen_inference_graph.pb")
-        _run_cli(["-m", "converter", "--warmup", graph, str(base_path)], "python -m converter")
-    return ModelFiles(model_dir, base_path)
+def prepare_models(work: Path) -> Models:
+    """Export the real detector both ways and convert both (``python -m bench.models``)."""
+    found = json.loads(_run(["-m", "bench.models", str(work)], "python -m bench.models"))
+    return Models(
+        base_paths={name: Path(path) for name, path in found["models"].items()},
+        input_types=dict(found["input_types"]),
+        config=Path(found["config"]),
+        export_s=float(found["export_s"]),
+        convert_s=float(found["convert_s"]),
+        cached=bool(found.get("cached")),
+    )
+
+
+class TfFloor:
+    """The embedded floor (``python -m bench.tf_floor``): ``start()`` loads and warms it up, ``run(n)`` measures n
+    requests."""
+
+    def __init__(self, version_dir: Path, photo: Path, warmup: int) -> None:
+        self._args = [str(version_dir), str(photo), str(warmup)]
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start it and wait for its READY line."""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.tf_floor", *self._args],
+            cwd=REPO,
+            env={**os.environ, **quiet_tf_env()},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self._read_line(timeout_s)
+        if line != "READY":
+            raise StackError(f"python -m bench.tf_floor did not get ready (it said {line!r})")
+
+    def run(self, requests: int, timeout_s: float = 300.0) -> list[float]:
+        """Let it measure ``requests`` requests; their latencies in seconds."""
+        if self._process is None or self._process.stdin is None:
+            raise StackError("python -m bench.tf_floor is not running")
+        self._process.stdin.write(f"{requests}\n")
+        self._process.stdin.flush()
+        found = json.loads(self._read_line(timeout_s))
+        return [float(value) for value in found["latencies_s"]]
+
+    def _read_line(self, timeout_s: float) -> str:
+        assert self._process is not None and self._process.stdout is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(self._process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout_s)
+        if not lines or not lines[0]:
+            raise StackError(
+                f"python -m bench.tf_floor said nothing within {timeout_s:g} s (exit status {self._process.poll()})"
+            )
+        return lines[0].strip()
+
+    def stop(self) -> None:
+        """Kill it if it still runs."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
 
 class StandIn:
-    """The TF Serving stand-in serving the converted model; ``address`` once it is READY."""
+    """The TF Serving stand-in serving every model of ``config`` on ``address`` (a port chosen now, so that the
+    proxies can start alongside it)."""
 
-    def __init__(self, base_path: Path) -> None:
+    def __init__(self, config: Path) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
         self._args = [
             "--port",
-            "0",
-            "--model_name",
-            MODEL_NAME,
-            "--model_base_path",
-            str(base_path),
+            self.address.rsplit(":", 1)[1],
+            "--model_config_file",
+            str(config),
             "--grpc_max_threads",
             str(STAND_IN_THREADS),
+            "--file_system_poll_wait_seconds",
+            "0",  # the models do not change during the run: scan once
         ]
         self._server: RunningServer | None = None
-        self.address = ""
+
+    @property
+    def pid(self) -> int:
+        """The stand-in's process id."""
+        if self._server is None:
+            raise StackError("the stand-in is not running")
+        return int(self._server.process.pid)
 
     def start(self, timeout_s: float = 120.0) -> StandIn:
         """Start it and wait for its READY line; raise ``StackError`` with its log if it does not come."""
@@ -84,19 +175,12 @@ class StandIn:
             self._server = start_server(self._args, timeout=timeout_s, env=quiet_tf_env())
         except ServerStartError as exc:
             raise StackError(f"the TF Serving stand-in did not start: {exc}") from None
-        self.address = self._server.address
         return self
 
     def stop(self) -> None:
         """SIGTERM (it stops gracefully), SIGKILL if it lingers; the log is deleted."""
         if self._server is not None:
             self._server.close()
-
-
-def proxy_env(model_dir: Path, serving_address: str) -> dict[str, str]:
-    """The proxy in serving mode, otherwise configured as a user runs it (default workers and threads)."""
-    # An API_KEY in the caller's environment would turn every benchmark request into a 401.
-    return {"SERVING_ADDRESS": serving_address, "MODEL_DIR": str(model_dir), "MODEL_NAME": MODEL_NAME, "API_KEY": ""}
 
 
 class Server(HttpServer):
@@ -107,42 +191,57 @@ class Server(HttpServer):
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)
 
+    @property
+    def workers(self) -> list[int]:
+        """The gunicorn master's worker processes."""
+        if self.process is None:
+            raise StackError("the server is not running")
+        return children(self.process.pid)
 
-def proxy(model_dir: Path, serving_address: str) -> Server:
-    """``python -m proxy`` against the stand-in; ``start()`` returns once ``/readyz`` answers 200."""
+
+def proxy_env(models: Models, serving_address: str | None, names: tuple[str, ...]) -> dict[str, str]:
+    """A proxy configured as a user runs it (default workers and threads), serving ``names``."""
+    # An API_KEY in the caller's environment would turn every benchmark request into a 401; LOG_FORMAT=json is what
+    # a service without a terminal logs anyway.
+    env = {"MODELS": models.setting(names), "API_KEY": "", "LOG_FORMAT": "json"}
+    if serving_address:
+        env["SERVING_ADDRESS"] = serving_address
+    return env
+
+
+def proxy(models: Models, serving_address: str | None, *, extra: Mapping[str, str] | None = None) -> Server:
+    """``python -m proxy`` (gunicorn, the front); serving mode with an address, else embedded (the detector only)."""
+    names = (DEFAULT_MODEL, ENCODED_MODEL) if serving_address else (DEFAULT_MODEL,)
     port = free_port()
-    env = {"PORT": str(port), "HOST": "127.0.0.1", **proxy_env(model_dir, serving_address)}
-    return Server([sys.executable, "-m", "proxy"], port=port, env=env, ready_path="/readyz")
+    env = {"PORT": str(port), "HOST": "127.0.0.1", **proxy_env(models, serving_address, names), **(extra or {})}
+    return Server([sys.executable, "-m", "proxy"], port=port, env=env, ready_path="/readyz", timeout_s=180)
 
 
-def seed_service(model_dir: Path, threads: int = 8) -> Server:
-    """The old way under gunicorn (one worker, ``threads`` threads, long timeouts); ``start()`` polls /healthz."""
+def gthread_proxy(models: Models, serving_address: str, metrics_dir: Path) -> Server:
+    """The same app under gunicorn's threaded worker: ``gunicorn -k gthread --threads 8 --workers 2
+    'proxy.app:create_app()'``, configured by the same environment as ``python -m proxy`` (which also sets
+    PROMETHEUS_MULTIPROC_DIR, given here)."""
     port = free_port()
     args = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--worker-class",
-        "gthread",
-        "--workers",
-        "1",
-        "--threads",
-        str(threads),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--timeout",
-        "900",
-        "--keep-alive",
-        "75",
-        "bench.seed_service:create_app()",
-    ]
-    return Server(args, port=port, env={"MODEL_DIR": str(model_dir)}, timeout_s=120)
+        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "8", "--workers", "2",
+        "--bind", f"127.0.0.1:{port}", "proxy.app:create_app()",
+    ]  # fmt: skip
+    env = {
+        **proxy_env(models, serving_address, (DEFAULT_MODEL, ENCODED_MODEL)),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    return Server(args, port=port, env=env, ready_path="/readyz", timeout_s=180)
 
 
-def cold_start_s(model_dir: Path, serving_address: str, timeout_s: float = 60.0) -> float:
-    """Seconds from spawning ``python -m proxy`` to its first 200 on ``/healthz`` (polled every 5 ms)."""
+def cold_start_s(models: Models, serving_address: str, timeout_s: float = 60.0) -> float:
+    """Seconds from spawning ``python -m proxy`` (serving mode) to its first 200 on ``/healthz`` (polled every 5 ms)."""
     port = free_port()
-    env = {**os.environ, **proxy_env(model_dir, serving_address), "PORT": str(port), "HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        **proxy_env(models, serving_address, (DEFAULT_MODEL, ENCODED_MODEL)),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+    }
     begin = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "proxy"],
@@ -186,6 +285,11 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def metrics_dir() -> Path:
+    """A fresh directory for a gunicorn run's Prometheus files (the caller removes it)."""
+    return Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+
+
 # -- /proc readings --------------------------------------------------------------------------------------------
 
 
@@ -195,6 +299,17 @@ def rss_mb(pid: int) -> float:
         return rss_kib(pid) / 1024
     except (OSError, ProcessLookupError) as exc:
         raise StackError(f"cannot read the memory of process {pid}: {exc}") from None
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User plus system CPU seconds the processes ``pids`` have used, all their threads (``/proc/<pid>/stat``
+    fields 14 and 15, in clock ticks)."""
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # the fields after the command name; utime is the 12th of them
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
 
 
 def loads_tensorflow(pid: int) -> bool:
@@ -215,11 +330,6 @@ class ProcessMemory:
     def largest_worker_mb(self) -> float:
         """The largest worker's RSS."""
         return max(self.workers_mb.values(), default=float("nan"))
-
-    @property
-    def total_workers_mb(self) -> float:
-        """All workers' RSS summed (shared pages counted in each)."""
-        return sum(self.workers_mb.values())
 
 
 def gunicorn_memory(master_pid: int) -> ProcessMemory:
