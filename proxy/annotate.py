@@ -36,4 +36,3 @@ def annotate(image: Image.Image, rows: Iterable[Row]) -> Image.Image:
         draw.rectangle((rect[0], label_y, rect[0] + right - left + 2 * line, label_y + label_height), fill=colour)
         draw.text((rect[0] + line, label_y + line - top), text, fill=(0, 0, 0), font=font)
     return canvas
-
