@@ -113,9 +113,10 @@ def vision_request(request: Request, settings: Settings, model: str | None) -> D
         image = _image_part(parts)
         fields = {part.name: _text(part) for part in parts if part.filename is None and part.name != IMAGE_FIELD}
     else:
+        # A raw image body is read as the picture; a urlencoded or JSON body cannot carry one.
         body = request.get_data(cache=False)
         image = body if body and mimetype not in ("application/x-www-form-urlencoded", *JSON_TYPES) else None
-        fields = dict(request.form) if mimetype == "application/x-www-form-urlencoded" else {}
+        fields = {}
     if image is None:
         raise InvalidImage("No valid image file found")
 
