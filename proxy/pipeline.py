@@ -54,9 +54,10 @@ def detect(
 
     Errors of the request as a whole are raised: an unknown class, a model that is not ready.
     """
-    known = model.backend.labels()
-    if options.classes is not None and known is not None:
-        known.ids_of(options.classes)  # an unknown class is a 400 before any model call
+    if options.classes is not None:
+        known = model.backend.labels()
+        if known is not None:
+            known.ids_of(options.classes)  # an unknown class is a 400 before any model call
     opened = [_open(image, limits, options) for image in images]
     ready = [image for image in opened if isinstance(image, ImageInput)]
     predictions = iter(model.backend.predict(ready, deadline) if ready else [])

@@ -39,7 +39,7 @@ class _Loaded:
     input_key: str
     input_type: InputType
     rank: int | None
-    labels_text: str | None
+    labels: LabelMap  # the version's own label map, else the configured fallback
     owner: Any  # the loaded SavedModel: the concrete function alone does not keep its variables alive
 
 
@@ -87,7 +87,7 @@ class EmbeddedBackend:
     def labels(self) -> LabelMap | None:
         """The served version's label map, once one is loaded."""
         current = self._current
-        return self._labels.parse(current.labels_text, self._name) if current is not None else None
+        return current.labels if current is not None else None
 
     def status(self) -> ModelStatus:
         """Ready once a version is loaded. Never blocks: it starts a background load when one is due."""
@@ -193,8 +193,14 @@ class EmbeddedBackend:
 
     def _load(self, version: int, path: Path, loading: Future[_Loaded]) -> None:
         try:
-            fresh = _load_version(self._name, version, path, self._signature_name, self._override)
-            self._labels.parse(fresh.labels_text, f"{path / LABEL_MAP}")  # a malformed label map fails the load
+            fresh = _load_version(
+                self._name,
+                version,
+                path,
+                signature_name=self._signature_name,
+                override=self._override,
+                labels=self._labels,
+            )
         except ProxyError as exc:
             with self._lock:
                 self._failed[version] = exc.message
@@ -236,8 +242,7 @@ class EmbeddedBackend:
             detections = Detections.from_outputs(
                 {name: tensor.numpy() for name, tensor in outputs.items() if name in ANSWER_OUTPUTS}
             )
-            labels = self._labels.parse(model.labels_text, self._name)
-            return Prediction(detections, labels, model.version, inference_s)
+            return Prediction(detections, model.labels, model.version, inference_s)
         except ProxyError as exc:
             return exc
         except tf.errors.OpError as exc:
@@ -253,7 +258,9 @@ def _device() -> str:
     return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
 
 
-def _load_version(name: str, version: int, path: Path, signature_name: str, override: InputType | None) -> _Loaded:
+def _load_version(
+    name: str, version: int, path: Path, *, signature_name: str, override: InputType | None, labels: LabelMaps
+) -> _Loaded:
     import tensorflow as tf
 
     log.info("model %s: loading version %d from %s", name, version, path)
@@ -283,7 +290,9 @@ def _load_version(name: str, version: int, path: Path, signature_name: str, over
         )
     labels_file = path / LABEL_MAP
     labels_text = labels_file.read_text(encoding="utf-8") if labels_file.is_file() else None
-    return _Loaded(version, function, input_key, input_type, spec.shape.rank, labels_text, owner=model)
+    # Parsed with the version, once: a malformed label map fails the load rather than every request.
+    label_map = labels.parse(labels_text, str(labels_file))
+    return _Loaded(version, function, input_key, input_type, spec.shape.rank, label_map, owner=model)
 
 
 def _input_type(function: Any, spec: Any) -> InputType | None:

@@ -14,6 +14,7 @@ from odapi.contract import InputType
 from proxy.backends import CallLimit, LabelMaps
 from proxy.backends.embedded import EmbeddedBackend, _Loaded
 from proxy.errors import BackendError, ModelNotReady
+from proxy.labels import LabelMap
 from proxy.services import Services
 from proxy.settings import Settings
 from tests.routes.conftest import LABELS, ROWS
@@ -48,12 +49,12 @@ def counted_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[list
     """Loading a version takes 0.3 s and is counted; the base path holds version 1."""
     loads: list[int] = []
 
-    def load(name: str, version: int, path: Path, signature: str, override: Any) -> _Loaded:
+    def load(name: str, version: int, path: Path, **_: Any) -> _Loaded:
         loads.append(version)
         time.sleep(0.3)
         if (path / "broken").exists():
             raise BackendError("not a SavedModel")
-        return _Loaded(version, None, "inputs", InputType.IMAGE_TENSOR, 4, None, owner=None)
+        return _Loaded(version, None, "inputs", InputType.IMAGE_TENSOR, 4, LabelMap({}), owner=None)
 
     monkeypatch.setattr("proxy.backends.embedded._load_version", load)
     (tmp_path / "1").mkdir()
