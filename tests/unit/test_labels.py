@@ -9,7 +9,7 @@ import pytest
 from proxy.errors import ConfigError, InvalidParameter
 from proxy.labels import LabelMap, fallback_name
 
-COCO = Path(__file__).resolve().parents[2] / "data" / "mscoco_label_map.pbtxt"
+COCO = Path(__file__).resolve().parents[2] / "converter" / "data" / "mscoco_label_map.pbtxt"
 
 
 def parse_label_map(text: str, source: str = "label map") -> LabelMap:
