@@ -210,7 +210,7 @@ def wire_bytes(address: str, model: str, photo: bytes) -> int:
         )
         signature = backend._signature_for(time.monotonic() + 10)
         assert signature.input_type is not None
-        image = ImageInput(photo, ImageLimits(max_side=Settings().max_image_side))
+        image = ImageInput(photo, ImageLimits.from_settings(Settings()))
         return int(backend._request(signature, image, signature.input_type).ByteSize())
     finally:
         connection.close()

@@ -11,8 +11,10 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from odapi.layout import LABEL_MAP_FILE
+
 FROZEN_GRAPH = "frozen_inference_graph.pb"
-LABEL_MAP = "label_map.pbtxt"
+LABEL_MAP = LABEL_MAP_FILE
 
 
 class ModelKind(enum.StrEnum):

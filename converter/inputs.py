@@ -11,16 +11,15 @@ from typing import Any
 
 from converter.errors import MissingTensors
 from odapi.contract import (
+    DT_STRING,
     REQUIRED_OUTPUTS,
     TF1_INPUT_KEY,
     TF1_PLACEHOLDERS,
     InputType,
+    dtype_name,
     pixel_input_type,
     string_input_type,
 )
-
-_DTYPE_NAMES = {1: "float32", 4: "uint8", 7: "string", 3: "int32", 9: "int64", 2: "float64", 19: "float16"}
-_STRING = 7
 
 
 @dataclass(frozen=True)
@@ -31,11 +30,6 @@ class ModelInput:
     key: str  # the signature's input key
     tensor_name: str  # the graph tensor it feeds, e.g. "image_tensor:0"
     rank: int | None  # None: unknown rank
-
-
-def dtype_name(data_type: int) -> str:
-    """A TensorFlow DataType number as its dtype name (``uint8``), or the number when it is an unusual one."""
-    return _DTYPE_NAMES.get(data_type, f"dtype {data_type}")
 
 
 def frozen_graph_input(graph_def: Any, source: str, override: InputType | None = None) -> ModelInput:
@@ -55,7 +49,7 @@ def frozen_graph_input(graph_def: Any, source: str, override: InputType | None =
         )
     input_type, node = known[0]
     data_type = node.attr["dtype"].type
-    wanted = 4 if input_type is InputType.IMAGE_TENSOR else _STRING
+    wanted = 4 if input_type is InputType.IMAGE_TENSOR else DT_STRING
     if node.op not in ("Placeholder", "PlaceholderWithDefault") or data_type != wanted:
         raise MissingTensors(
             f"{node.name} in {source} is a {node.op} of {dtype_name(data_type)}; "
@@ -75,7 +69,7 @@ def signature_input(signature: Any, ops: Iterable[str], source: str, override: I
         raise MissingTensors(f"{source} takes inputs {found}; an Object Detection export takes one image input")
     key, info = next(iter(inputs.items()))
     rank = None if info.tensor_shape.unknown_rank else len(info.tensor_shape.dim)
-    if info.dtype == _STRING:
+    if info.dtype == DT_STRING:
         placeholder = info.name.split(":")[0].rsplit("/", 1)[-1]
         by_name = {name: input_type for input_type, name in TF1_PLACEHOLDERS.items()}.get(placeholder)
         input_type = by_name if by_name is not None and by_name.is_encoded else string_input_type(ops)

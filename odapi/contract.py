@@ -71,10 +71,20 @@ class InputType(enum.StrEnum):
     @property
     def tensor_dtype(self) -> str:
         """The input tensor's dtype name: ``uint8``, ``float32`` or ``string``."""
-        return {
-            InputType.IMAGE_TENSOR: "uint8",
-            InputType.FLOAT_IMAGE_TENSOR: "float32",
-        }.get(self, "string")
+        return _PIXEL_DTYPES.get(self, "string")
+
+
+# The dtype of each pixel input; the string inputs take "string".
+_PIXEL_DTYPES = {InputType.IMAGE_TENSOR: "uint8", InputType.FLOAT_IMAGE_TENSOR: "float32"}
+
+# TensorFlow's DataType numbers (tensorflow/core/framework/types.proto) → the dtype names used here and in messages.
+DT_STRING = 7
+DATA_TYPE_NAMES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", DT_STRING: "string", 9: "int64", 19: "float16"}
+
+
+def dtype_name(data_type: int) -> str:
+    """A TensorFlow DataType number as its dtype name (``uint8``), or the number when it is an unusual one."""
+    return DATA_TYPE_NAMES.get(data_type, f"dtype {data_type}")
 
 
 # The TF1 exporter's placeholder for each input type it writes (it writes no float input).
@@ -103,7 +113,7 @@ def string_input_type(ops: Iterable[str]) -> InputType:
 
 def pixel_input_type(dtype: str) -> InputType | None:
     """The pixel input type for a signature input of ``dtype`` (``uint8``, ``float32``), or None."""
-    return {"uint8": InputType.IMAGE_TENSOR, "float32": InputType.FLOAT_IMAGE_TENSOR}.get(dtype)
+    return next((input_type for input_type, name in _PIXEL_DTYPES.items() if name == dtype), None)
 
 
 def encode_example(image: bytes, image_format: str) -> bytes:

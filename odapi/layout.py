@@ -13,8 +13,10 @@ from pathlib import Path
 
 from odapi.contract import InputType
 
+# The label map's file name, beside a user's model (MODEL_DIR) and inside each converted version.
+LABEL_MAP_FILE = "label_map.pbtxt"
 MANIFEST = Path("assets.extra") / "classifyobjects.json"
-LABEL_MAP = Path("assets.extra") / "label_map.pbtxt"
+LABEL_MAP = Path("assets.extra") / LABEL_MAP_FILE
 WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
 
 

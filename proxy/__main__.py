@@ -31,9 +31,10 @@ class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type 
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from proxy.app import create_app
+        """What the front serves: the app, and everything the front uses of it (``proxy.front.state.FrontApp``)."""
+        from proxy.app import create_app, front_app
 
-        return create_app(self._settings)
+        return front_app(create_app(self._settings))
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:

@@ -10,7 +10,6 @@ One request's path, in one direction:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from concurrent.futures import Executor
@@ -23,24 +22,20 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from proxy import answers
-from proxy.errors import PayloadTooLarge, ProxyError, Unauthorized
+from proxy.auth import FORM_FIELD, refusal
+from proxy.errors import PayloadTooLarge, ProxyError
 from proxy.front import ENVIRON_RECEIVED, ENVIRON_REQUEST_BYTES
+from proxy.front.state import FrontApp
 from proxy.metrics import count_request
 from proxy.observability import access_entry, configure_logging, log_access, request_id
 from proxy.request import form_field
 from proxy.routes import STATIC, api
 from proxy.services import Services
-from proxy.settings import FrontLimits, Settings
-from proxy.vision import VISION_PREFIX, vision, vision_call
+from proxy.settings import Settings
+from proxy.vision import VISION_PREFIX, command_for, vision, vision_call
 
 log = logging.getLogger(__name__)
 
-# Probes, the page, the API description and CodeProject.AI's status probes stay open: orchestrators, people and
-# Blue Iris (which sends no key) need them before they hold a key. They reveal no model, path or image.
-OPEN_ENDPOINTS = frozenset(
-    {"api.healthz", "api.readyz", "api.openapi", "api.page", "static", "vision.ping", "vision.update_available"}
-)
-SERVICES = "classifyobjects"
 SAMPLE_PHOTO = "docs/person.jpg"  # the README's photograph, there when the service runs from a checkout
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -55,75 +50,63 @@ _PAGE_POLICY = (
 
 
 @dataclass(frozen=True)
-class FrontHooks:
-    """What the HTTP front asks of the app without running a request through it (``proxy.front``)."""
+class AppHooks:
+    """What the HTTP front asks of the app without running a request through it (``proxy.front.state.Hooks``)."""
 
     app: Flask
-
-    @property
-    def services(self) -> Services:
-        """The app's services."""
-        found: Services = self.app.extensions[SERVICES]
-        return found
-
-    @property
-    def limits(self) -> FrontLimits:
-        """The front's bounds, from the settings."""
-        return self.services.settings.front
-
-    @property
-    def stuck_after_s(self) -> float:
-        """How long a request may run in the app before its worker counts as stuck and is restarted."""
-        return self.services.settings.request_timeout_s + 30
-
-    def close(self) -> None:
-        """Close the app's services (the worker calls it when it exits)."""
-        self.services.close()
-
-    async def announce_when_ready(self, loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
-        """Once every model answers, say in one log line where the service is and what to try."""
-        services = self.services
-        while not all(status.ready for status in await loop.run_in_executor(pool, services.statuses)):
-            await asyncio.sleep(0.5)
-        settings = services.settings
-        host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
-        base = f"http://{host}:{settings.port}"
-        photo = SAMPLE_PHOTO if Path(SAMPLE_PHOTO).is_file() else "photo.jpg"
-        log.info("ready: open %s/ in a browser, or try: curl -s --data-binary @%s %s/classify", base, photo, base)
+    api_key: str | None
 
     def admit(self, method: str, path: str, headers: dict[str, str]) -> ProxyError | None:
-        """The error for a request that its headers alone condemn (a wrong or missing API key where no body can
-        carry one), so the front answers it without reading the body or sending ``100 Continue``."""
-        api_key = self.services.settings.api_key
-        if not api_key:
+        """The 401 for a request its headers alone condemn (``proxy.auth``), answered without reading the body
+        or sending ``100 Continue``; None for the rest."""
+        if not self.api_key:
             return None
-        adapter = self.app.url_map.bind("localhost")
         try:
-            endpoint, _ = adapter.match(path, method=method)
+            endpoint, _ = self.app.url_map.bind("localhost").match(path, method=method)
         except HTTPException:
             return None  # the app answers 404/405 itself
-        if endpoint in OPEN_ENDPOINTS or method == "OPTIONS":
-            return None
-        offered = _header_key(headers.get("authorization", ""), headers.get("x-api-key", ""))
-        if not offered and endpoint.startswith("vision.") and "multipart/form-data" in headers.get("content-type", ""):
-            return None  # DeepStack clients send the key as a form field: the body decides
-        return None if _same_key(offered, api_key) else _unauthorized()
+        return refusal(self.api_key, endpoint, method, headers, form_key=None)
 
     def error(self, path: str, status: int, message: str, request_id: str) -> tuple[str, bytes]:
         """The content type and body of an error the front answers itself, in the shape of the path's routes."""
         if path.startswith(VISION_PREFIX):
-            call = answers.VisionCall(_vision_command(path), request_id, time.perf_counter(), "")
+            call = answers.VisionCall(command_for(path), request_id, time.perf_counter(), "")
             body: Any = answers.vision_error(status, message, call)
         else:
             body = answers.error(message)
         return "application/json", self.app.json.dumps(body).encode()
 
 
+def front_app(app: Flask) -> FrontApp:
+    """Everything the HTTP front uses of ``app`` (an app ``create_app`` built), declared in one object."""
+    services = Services.of(app)
+    settings = services.settings
+
+    async def announce_when_ready(loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
+        """Once every model answers, say in one log line where the service is and what to try."""
+        while not all(status.ready for status in await loop.run_in_executor(pool, services.statuses)):
+            await asyncio.sleep(0.5)
+        host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+        base = f"http://{host}:{settings.port}"
+        photo = SAMPLE_PHOTO if Path(SAMPLE_PHOTO).is_file() else "photo.jpg"
+        log.info("ready: open %s/ in a browser, or try: curl -s --data-binary @%s %s/classify", base, photo, base)
+
+    return FrontApp(
+        wsgi=app,
+        limits=settings.front,
+        hooks=AppHooks(app, settings.api_key),
+        # How long a request may run in the app before its worker counts as stuck and is restarted.
+        stuck_after_s=settings.request_timeout_s + 30,
+        close=services.close,
+        announce_when_ready=announce_when_ready,
+    )
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     """Build the app: settings from the environment unless given, services from the settings unless given.
 
-    Building starts the models loading in the background; ``app.front_hooks.close()`` (which the worker calls on
-    exit) or ``Services.close()`` releases them.
+    Building starts the models loading in the background; ``Services.of(app).close()`` releases them (the
+    worker calls it on exit, as ``front_app(app).close``).
     """
     settings = settings or (services.settings if services is not None else Settings.from_env())
     services = services or Services.build(settings)
@@ -139,10 +122,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     # collapse into the path, so `//detection` is the 404 of /detection, `//classify` is /classify).
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    app.extensions[SERVICES] = services
+    services.install(app)
     app.register_blueprint(api)
     app.register_blueprint(vision)
-    app.front_hooks = FrontHooks(app)  # type: ignore[attr-defined]  # read by proxy.front's worker
 
     app.before_request(_start_request)
     if settings.api_key:
@@ -159,47 +141,23 @@ def _start_request() -> None:
     g.request_id = request_id(request.headers.get("X-Request-ID"))
 
 
-def _header_key(authorization: str, x_api_key: str) -> str:
-    offered = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
-    return offered or x_api_key
-
-
-def _same_key(offered: str, expected: str) -> bool:
-    # compare_digest: the time taken does not tell an attacker how much of the key was right.
-    return hmac.compare_digest(offered.encode(), expected.encode())
-
-
-def _unauthorized() -> Unauthorized:
-    return Unauthorized(
-        "missing or wrong API key: send Authorization: Bearer KEY or X-API-Key: KEY",
-        headers={"WWW-Authenticate": 'Bearer realm="classifyobjects"'},
-    )
-
-
 def _require_api_key(app: Flask, api_key: str, max_form_parts: int) -> None:
     @app.before_request
     def check_api_key() -> None:
-        if request.endpoint in OPEN_ENDPOINTS or request.endpoint is None or request.method == "OPTIONS":
-            return  # unknown paths still answer 404, not 401; OPTIONS only lists the methods
-        offered = _header_key(request.headers.get("Authorization", ""), request.headers.get("X-API-Key", ""))
-        if not offered and request.blueprint == "vision" and request.mimetype == "multipart/form-data":
+        def form_key() -> str | None:
             # How DeepStack clients send it: a form field. Only that field is looked for; nothing else is parsed.
             body = request.get_data(cache=True)
-            offered = form_field(body, request.content_type or "", "api_key", max_form_parts) or ""
-        if not _same_key(offered, api_key):
-            raise _unauthorized()
+            return form_field(body, request.content_type or "", FORM_FIELD, max_form_parts)
 
-
-def _vision_command(path: str) -> str:
-    if path.rstrip("/") == f"{VISION_PREFIX}custom/list":
-        return "list-custom"
-    return "custom" if path.startswith(f"{VISION_PREFIX}custom/") else "detect"
+        headers = {name: request.headers.get(name, "") for name in ("authorization", "x-api-key", "content-type")}
+        refused = refusal(api_key, request.endpoint, request.method, headers, form_key)
+        if refused is not None:
+            raise refused
 
 
 def _error_body(status: int, message: str) -> Any:
     if request.path.startswith(VISION_PREFIX):
-        command = g.get("vision_command") or _vision_command(request.path)
-        return answers.vision_error(status, message, vision_call(command))
+        return answers.vision_error(status, message, vision_call(command_for(request.path)))
     return answers.error(message)
 
 

@@ -36,15 +36,13 @@ class ProxyError(Exception):
     """Base of every error answered to a client; ``status`` is the HTTP status code, ``message`` one line."""
 
     status: int = 500
-    headers: dict[str, str] = {}  # noqa: RUF012  (read-only class default; instances override by assignment)
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         # Backends' messages (TensorFlow's especially) run over several lines; the first one names the problem.
         lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
         self.message = lines[0] if lines else type(self).__name__
         super().__init__(self.message)
-        if headers is not None:
-            self.headers = headers
+        self.headers: dict[str, str] = dict(headers or {})  # each error's own: nothing shared between instances
 
 
 class BadRequest(ProxyError):

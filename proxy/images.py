@@ -29,6 +29,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from proxy.errors import InvalidImage, Overloaded, PayloadTooLarge
+from proxy.settings import Settings
 
 # Alpha is composited onto white: transparent regions of a logo or a screenshot are "nothing", and white reads
 # as nothing to a detector trained on photographs more often than black does.
@@ -93,12 +94,17 @@ class DecodeBudget:
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """The bounds every request image is held to."""
+    """The bounds every request image is held to (``from_settings``: the settings own their values)."""
 
-    max_pixels: int = 50_000_000
-    max_side: int = 1024  # the model input's longer side; 0 keeps full resolution
-    max_aspect: float = 50.0  # longer side over shorter side
-    budget: DecodeBudget | None = None
+    max_pixels: int
+    max_side: int  # the model input's longer side; 0 keeps full resolution
+    max_aspect: float  # longer side over shorter side
+    budget: DecodeBudget | None = None  # None: decoding memory is not counted
+
+    @classmethod
+    def from_settings(cls, settings: Settings, budget: DecodeBudget | None = None) -> ImageLimits:
+        """The limits ``settings`` set (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGE_ASPECT), counted in ``budget``."""
+        return cls(settings.max_image_pixels, settings.max_image_side, settings.max_image_aspect, budget)
 
 
 class ImageInput:
@@ -115,11 +121,12 @@ class ImageInput:
         self._encoded: tuple[bytes, str] | None = None
         with _decoding():
             header = Image.open(io.BytesIO(data))
-            self.format: str = header.format or "?"
-            self.mode: str = header.mode
-            self.stored_size: tuple[int, int] = header.size
-            self._transparent = "transparency" in header.info
-            _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
+        self.format: str = header.format or "?"
+        self.mode: str = header.mode
+        self.stored_size: tuple[int, int] = header.size
+        self._transparent = "transparency" in header.info
+        _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
+        with _decoding():
             self.orientation = _orientation(header)
         width, height = self.stored_size
         # Orientations 5-8 swap the axes: the size the client sees is the upright one.
@@ -135,11 +142,8 @@ class ImageInput:
                 self._pixels = _fit(self._picture, self.limits.max_side)
             else:
                 draft = draft_size(self.stored_size, self.limits.max_side) if self.format == "JPEG" else None
-                with self._reserve(draft or self.stored_size), _decoding():
-                    image = Image.open(io.BytesIO(self.data))
-                    if draft is not None:
-                        image.draft(image.mode, draft)  # decode at 1/2, 1/4 or 1/8 scale
-                    self._pixels = _fit(_upright_rgb(image), self.limits.max_side)
+                with self._reserve(draft or self.stored_size):
+                    self._pixels = _fit(_upright_rgb(self.data, draft), self.limits.max_side)
             self.decode_s += time.perf_counter() - started
         return self._pixels
 
@@ -162,8 +166,8 @@ class ImageInput:
         """The full-size upright RGB picture (to draw detections on)."""
         if self._picture is None:
             started = time.perf_counter()
-            with self._reserve(self.stored_size), _decoding():
-                self._picture = _upright_rgb(Image.open(io.BytesIO(self.data)))
+            with self._reserve(self.stored_size):
+                self._picture = _upright_rgb(self.data, None)
             self.decode_s += time.perf_counter() - started
         return self._picture
 
@@ -198,15 +202,18 @@ def _nothing() -> Iterator[None]:
 
 @contextmanager
 def _decoding() -> Iterator[None]:
-    """Pillow's failures as ``InvalidImage``, its bomb check as ``PayloadTooLarge``."""
+    """Pillow's failures reading the client's bytes as ``InvalidImage``, its bomb check as ``PayloadTooLarge``.
+
+    Only around the calls into Pillow that read those bytes (opening, the header's EXIF, decoding, turning it
+    upright): the project's own conversion after that is not the client's fault, and a bug there is a 500 with its
+    traceback in the log, never a 400 "cannot decode image".
+    """
     try:
         with warnings.catch_warnings():
             # Pillow warns on images past its own bomb limit (ours, MAX_IMAGE_PIXELS, is checked explicitly) and on
             # corrupt metadata it skips; neither is the client's answer nor the log's business.
             warnings.simplefilter("ignore")
             yield
-    except (PayloadTooLarge, Overloaded):
-        raise
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(f"image too large to decode: {exc}") from None
     except _DECODE_ERRORS as exc:
@@ -236,9 +243,14 @@ def _check_shape(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
-def _upright_rgb(image: Image.Image) -> Image.Image:
-    image.load()  # decodes the first frame only; animated images answer for their first frame
-    ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when there is nothing to turn
+def _upright_rgb(data: bytes, draft: tuple[int, int] | None) -> Image.Image:
+    """The picture in ``data`` decoded (at the JPEG ``draft`` size, when given), upright, as RGB."""
+    with _decoding():
+        image = Image.open(io.BytesIO(data))
+        if draft is not None:
+            image.draft(image.mode, draft)  # decode at 1/2, 1/4 or 1/8 scale
+        image.load()  # decodes the first frame only; animated images answer for their first frame
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when there is nothing to turn
     return to_rgb(image)
 
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from proxy.backends import Prediction
+from proxy.backends import Model, Prediction
 from proxy.detections import Detections
 from proxy.errors import ProxyError
 from proxy.images import ImageInput, ImageLimits
 from proxy.labels import LabelMap
 from proxy.metrics import BACKEND_SECONDS, DECODE_SECONDS, IMAGE_BYTES, IMAGE_PIXELS
-from proxy.services import Model
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -51,6 +52,26 @@ class Part:
     data: bytes
 
 
+class Output(enum.Enum):
+    """What a detection request is answered with."""
+
+    COUNTS = "counts"  # {"Dog": 2}
+    VERBOSE = "verbose"  # the list of detections
+    JPEG = "JPEG"  # the annotated picture
+    PNG = "PNG"
+    VISION = "vision"  # DeepStack's and CodeProject.AI's answer
+
+    @property
+    def picture_format(self) -> str | None:
+        """JPEG or PNG when the answer is the annotated picture."""
+        return self.value if self in (Output.JPEG, Output.PNG) else None
+
+    @classmethod
+    def json(cls, *, verbose: bool) -> Output:
+        """The JSON answer of /classify."""
+        return cls.VERBOSE if verbose else cls.COUNTS
+
+
 @dataclass(frozen=True)
 class DetectRequest:
     """A detection request as the routes hand it to the core."""
@@ -59,13 +80,8 @@ class DetectRequest:
     batch: bool  # a JSON ``images`` list: the answer is a list too
     model: str | None
     options: Options
-    output: str  # "counts", "verbose", "JPEG" or "PNG"
+    output: Output
     declared_non_image: bool  # a raw body declared as a non-image type: not decoding is then a 415
-
-    @property
-    def picture_format(self) -> str | None:
-        """JPEG or PNG when the answer is the annotated picture."""
-        return self.output if self.output in ("JPEG", "PNG") else None
 
 
 def classify_request(request: Request, settings: Settings) -> DetectRequest:
@@ -77,14 +93,14 @@ def classify_request(request: Request, settings: Settings) -> DetectRequest:
         raise InvalidParameter(f"verbose=true asks for JSON but format={args.get('format')} asks for a picture")
     if picture is None and not verbose:
         picture = _accepted_picture(request)
-    output = picture if picture in ("JPEG", "PNG") else ("verbose" if verbose else "counts")
+    output = Output(picture) if picture in ("JPEG", "PNG") else Output.json(verbose=verbose)
     mimetype = (request.mimetype or "").lower()
     if mimetype in JSON_TYPES:
         images, batch = read_json_images(request.get_data(cache=False), settings.max_batch_images)
         if batch and picture in ("JPEG", "PNG") and args.get("format") is not None:
             raise InvalidParameter("a batch answers JSON only: drop format=image for a batch")
         if batch:
-            output = "verbose" if verbose else "counts"  # an Accept header's picture preference yields to JSON
+            output = Output.json(verbose=verbose)  # an Accept header's picture preference yields to JSON
     elif mimetype == "multipart/form-data":
         images, batch = (multipart_image(request, settings),), False
     else:
@@ -94,7 +110,7 @@ def classify_request(request: Request, settings: Settings) -> DetectRequest:
         iou_threshold=parse_fraction("iou_threshold", args.get("iou_threshold"), None),
         classes=parse_classes(args.get("classes")),
         max_detections=parse_count("max_detections", args.get("max_detections")),
-        picture=output in ("JPEG", "PNG"),
+        picture=output.picture_format is not None,
     )
     declared_non_image = (
         mimetype not in _NEUTRAL_TYPES
@@ -130,7 +146,7 @@ def vision_request(request: Request, settings: Settings, model: str | None) -> D
         classes=parse_classes(request.args.get("classes")),
         max_detections=max_detections if max_detections is not None else settings.vision_max_detections,
     )
-    return DetectRequest((image,), False, model, options, "vision", declared_non_image=False)
+    return DetectRequest((image,), False, model, options, Output.VISION, declared_non_image=False)
 
 
 def _accepted_picture(request: Request) -> str | None:

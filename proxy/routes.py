@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, send_from_directory
+from flask import Blueprint, Response, request, send_from_directory
 
 from proxy import answers, metrics
+from proxy.context import current_services, deadline, json_response
 from proxy.errors import InvalidImage, ProxyError, UnsupportedMediaType
 from proxy.pipeline import detect
-from proxy.request import classify_request
-from proxy.services import Services
+from proxy.request import Output, classify_request
 
 log = logging.getLogger(__name__)
 
@@ -23,33 +22,15 @@ STATIC = Path(__file__).with_name("static")
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 
-def services() -> Services:
-    """The current app's services."""
-    found: Services = current_app.extensions["classifyobjects"]
-    return found
-
-
-def deadline() -> float:
-    """When this request's calls to the model must be done (``time.monotonic()``): REQUEST_TIMEOUT_S from now."""
-    return time.monotonic() + services().settings.request_timeout_s
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    """A JSON answer with its Content-Length (never chunked: some DeepStack clients cannot read chunked JSON)."""
-    response = current_app.json.response(body)
-    response.status_code = status
-    return response  # type: ignore[return-value]  # flask's json provider returns the app's Response class
-
-
 @api.post("/classify")
 def classify() -> Response:
     """Counts, verbose detections or the annotated picture for the posted image; a list for a JSON batch."""
-    found = services()
-    asked = classify_request(request, found.settings)
-    model = found.model(asked.model)
-    results = detect(asked.images, model, asked.options, found.image_limits, deadline())
+    services = current_services()
+    asked = classify_request(request, services.settings)
+    model = services.model(asked.model)
+    results = detect(asked.images, model, asked.options, services.image_limits, deadline())
     if asked.batch:
-        return json_response(answers.batch(results, detailed=asked.output == "verbose"))
+        return json_response(answers.batch(results, detailed=asked.output is Output.VERBOSE))
     result = results[0]
     if isinstance(result, InvalidImage) and asked.declared_non_image:
         raise UnsupportedMediaType(
@@ -58,9 +39,10 @@ def classify() -> Response:
         )
     if isinstance(result, ProxyError):
         raise result
-    if asked.picture_format is not None:
-        return Response(answers.picture(result, asked.picture_format), mimetype=f"image/{asked.picture_format.lower()}")
-    return json_response(answers.verbose(result) if asked.output == "verbose" else answers.counts(result))
+    picture_format = asked.output.picture_format
+    if picture_format is not None:
+        return Response(answers.picture(result, picture_format), mimetype=f"image/{picture_format.lower()}")
+    return json_response(answers.verbose(result) if asked.output is Output.VERBOSE else answers.counts(result))
 
 
 @api.get("/")
@@ -78,11 +60,15 @@ def healthz() -> Response:
 @api.get("/readyz")
 def readyz() -> Response:
     """Readiness: every model can answer now. The body names the default model and its version."""
-    found = services()
-    statuses = {name: model.backend.status() for name, model in found.models.items()}
-    default = statuses[found.default.name]
+    services = current_services()
+    statuses = {name: model.backend.status() for name, model in services.models.items()}
+    default = statuses[services.default.name]
     ready = all(status.ready for status in statuses.values())
-    body: dict[str, Any] = {"ready": ready, "model": found.default.name, "version": default.version}
+    body: dict[str, Any] = {"ready": ready, "model": services.default.name, "version": default.version}
+    # A ready model may still report a newer version that failed to load: it is said, not hidden.
+    warnings = [f"{name}: {s.detail}" for name, s in statuses.items() if s.ready and s.detail]
+    if warnings:
+        body["warning"] = "; ".join(warnings)
     if ready:
         return json_response(body)
     body["error"] = "; ".join(f"{name}: {s.detail}" for name, s in statuses.items() if not s.ready)
@@ -94,11 +80,11 @@ def readyz() -> Response:
 @api.get("/v1/models")
 def models() -> Response:
     """Every model served, the default first, with its classes, versions and their states."""
-    found = services()
+    services = current_services()
     listing = []
-    for name, model in found.models.items():
+    for name, model in services.models.items():
         labels = model.backend.labels()
-        entry: dict[str, Any] = {"name": name, "default": name == found.default.name}
+        entry: dict[str, Any] = {"name": name, "default": name == services.default.name}
         entry["classes"] = len(labels) if labels is not None else None
         try:
             entry["versions"] = [

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from proxy.backends import Backend, CallLimit, LabelMaps, ModelStatus
+from flask import Flask
+
+from proxy.backends import Backend, CallLimit, LabelMaps, Model, ModelStatus
 from proxy.errors import NotFound
 from proxy.images import DecodeBudget, ImageLimits
 from proxy.labels import LabelMap
@@ -19,13 +21,7 @@ from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Model:
-    """One served model: its name and the backend that runs it."""
-
-    name: str
-    backend: Backend
+EXTENSION = "classifyobjects"  # the key of a Flask app's services in ``app.extensions``
 
 
 @dataclass
@@ -44,16 +40,23 @@ class Services:
         closers: list[Callable[[], None]] = []
         if backends is None:
             backends = _make_backends(settings, closers)
-        limits = ImageLimits(
-            max_pixels=settings.max_image_pixels,
-            max_side=settings.max_image_side,
-            max_aspect=settings.max_image_aspect,
-            budget=DecodeBudget(settings.decode_memory_bytes, wait_s=settings.request_timeout_s),
+        limits = ImageLimits.from_settings(
+            settings, DecodeBudget(settings.decode_memory_bytes, wait_s=settings.request_timeout_s)
         )
         models = {config.name: Model(config.name, backends[config.name]) for config in settings.model_configs}
         # Backends close before the connection they share (registered first, closed last).
         closers[:0] = [backend.close for backend in backends.values()]
         return cls(settings, models, limits, closers)
+
+    def install(self, app: Flask) -> None:
+        """Make these the services of ``app`` (``of`` finds them)."""
+        app.extensions[EXTENSION] = self
+
+    @staticmethod
+    def of(app: Flask) -> Services:
+        """The services ``install`` gave ``app``."""
+        found: Services = app.extensions[EXTENSION]
+        return found
 
     @property
     def default(self) -> Model:
@@ -117,8 +120,9 @@ def _make_backends(settings: Settings, closers: list[Callable[[], None]]) -> dic
             )
             for config in settings.model_configs
         }
-    from proxy.backends.embedded import EmbeddedBackend
+    from proxy.backends.embedded import EmbeddedBackend, LoadRetries
 
+    retries = LoadRetries(settings.model_load_retries, settings.model_load_retry_s)
     return {
         config.name: EmbeddedBackend(
             config.name,
@@ -126,6 +130,7 @@ def _make_backends(settings: Settings, closers: list[Callable[[], None]]) -> dic
             signature_name=settings.signature_name,
             calls=calls,
             labels=fallbacks[config.name],
+            retries=retries,
             input_type=settings.input_type,
             batch_threads=max(2, min(settings.threads, settings.max_batch_images)),
         )

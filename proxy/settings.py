@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from odapi.contract import InputType
+from odapi.layout import LABEL_MAP_FILE
 from proxy.errors import ConfigError
 
 MB = 1024 * 1024
@@ -30,16 +31,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class FrontLimits:
-    """The HTTP front's bounds on connections (``proxy.front``); each is a setting."""
+    """The HTTP front's bounds on connections (``proxy.front``), derived from ``Settings.front``."""
 
-    header_timeout_s: float = 10.0  # REQUEST_HEADER_TIMEOUT_S: the request line and headers must arrive within
-    read_timeout_s: float = 60.0  # REQUEST_READ_TIMEOUT_S: the body must have arrived this long after the headers
-    min_rate_bytes: int = 1024  # REQUEST_MIN_RATE_BYTES: a body arriving slower (after a grace period) is a 408
-    keepalive_timeout_s: float = 15.0  # KEEPALIVE_TIMEOUT_S: an idle keep-alive connection is closed after
-    send_timeout_s: float = 30.0  # SEND_TIMEOUT_S: a client that does not read its answer for this long is dropped
-    max_connections: int = 1000  # MAX_CONNECTIONS: per process; past it a new connection gets a fast 503
-    max_buffered_bytes: int = 256 * MB  # MAX_BUFFERED_MB: request bodies held per process at once, all connections
-    max_body_bytes: int = 20 * MB  # MAX_BODY_BYTES
+    header_timeout_s: float  # the request line and headers must arrive within
+    read_timeout_s: float  # the body must have arrived this long after the headers
+    min_rate_bytes: int  # a body arriving slower (after a grace period) is a 408
+    keepalive_timeout_s: float  # an idle keep-alive connection is closed after
+    send_timeout_s: float  # a client that does not read its answer for this long is dropped
+    max_connections: int  # per process; past it a new connection gets a fast 503
+    max_buffered_bytes: int  # request bodies held per process at once, all connections
+    max_body_bytes: int
 
 
 @dataclass(frozen=True)
@@ -68,20 +69,43 @@ class Settings:
     max_backend_calls: int = 16
     max_form_parts: int = 32
     vision_max_detections: int | None = None  # a cap for the /v1/vision/* routes (Frigate wants 20)
+    model_load_retries: int = 5  # tries after a failed load, as TF Serving's --max_num_load_retries
+    model_load_retry_s: float = 2.0  # the wait before the first retry; it doubles for each next one
     workers: int = 1
     threads: int = 8
     log_level: str = "info"
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
     api_key: str | None = None  # when set, /classify needs it (Authorization: Bearer KEY or X-API-Key: KEY)
     models: tuple[ModelConfig, ...] = ()  # MODELS; empty: the one model of MODEL_NAME, MODEL_BASE_PATH, LABEL_MAP
-    front: FrontLimits = FrontLimits()
+    # The HTTP front's bounds (proxy.front), handed to it as ``front``.
+    header_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    min_rate_bytes: int = 1024
+    keepalive_timeout_s: float = 15.0
+    send_timeout_s: float = 30.0
+    max_connections: int = 1000
+    max_buffered_bytes: int = 256 * MB
+
+    @property
+    def front(self) -> FrontLimits:
+        """The HTTP front's bounds."""
+        return FrontLimits(
+            header_timeout_s=self.header_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            min_rate_bytes=self.min_rate_bytes,
+            keepalive_timeout_s=self.keepalive_timeout_s,
+            send_timeout_s=self.send_timeout_s,
+            max_connections=self.max_connections,
+            max_buffered_bytes=self.max_buffered_bytes,
+            max_body_bytes=self.max_body_bytes,
+        )
 
     @property
     def label_map_path(self) -> Path | None:
         """The fallback label map: LABEL_MAP, else MODEL_DIR/label_map.pbtxt when there is one."""
         if self.label_map is not None:
             return self.label_map
-        beside = self.model_dir / "label_map.pbtxt"
+        beside = self.model_dir / LABEL_MAP_FILE
         return beside if beside.is_file() else None
 
     @property
@@ -101,6 +125,7 @@ class Settings:
         """Build settings from environment variables, raising ``ConfigError`` naming the first bad one."""
         env = os.environ if env is None else env
         reader = _EnvReader(env)
+        d = cls()  # the defaults: they live in the fields above, nowhere else
         serving_address = reader.text("SERVING_ADDRESS")
         version = reader.optional_int("MODEL_VERSION", minimum=1)
         label = reader.text("MODEL_VERSION_LABEL")
@@ -108,54 +133,51 @@ class Settings:
             raise ConfigError("set MODEL_VERSION or MODEL_VERSION_LABEL, not both")
         # Each embedded worker holds its own TensorFlow runtime and model, so one worker with threads is the
         # default there; a gRPC proxy is I/O bound and gains from a worker per core.
-        default_workers = 1 if not serving_address else max(2, _cpu_count())
+        default_workers = d.workers if not serving_address else max(2, _cpu_count())
         label_map = reader.text("LABEL_MAP")
         models = _parse_models(reader.text("MODELS"))
         if models and (version is not None or label is not None):
             raise ConfigError(
                 "MODEL_VERSION and MODEL_VERSION_LABEL pin the single model; they cannot be used with MODELS"
             )
-        threads = reader.integer("GUNICORN_THREADS", 8, minimum=1, maximum=256)
-        max_body_bytes = reader.integer("MAX_BODY_BYTES", 20 * MB, minimum=1)
         return cls(
-            port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
-            host=reader.text("HOST") or cls.host,
-            model_dir=Path(reader.text("MODEL_DIR") or "static"),
-            model_base_path=Path(reader.text("MODEL_BASE_PATH") or "models/detector"),
-            model_name=reader.text("MODEL_NAME") or "detector",
+            port=reader.integer("PORT", d.port, minimum=1, maximum=65535),
+            host=reader.text("HOST") or d.host,
+            model_dir=Path(reader.text("MODEL_DIR") or d.model_dir),
+            model_base_path=Path(reader.text("MODEL_BASE_PATH") or d.model_base_path),
+            model_name=reader.text("MODEL_NAME") or d.model_name,
             label_map=Path(label_map) if label_map else None,
             serving_address=serving_address,
-            signature_name=reader.text("SIGNATURE_NAME") or "serving_default",
+            signature_name=reader.text("SIGNATURE_NAME") or d.signature_name,
             model_version=version,
             model_version_label=label,
             input_type=_input_type(reader.choice("INPUT_TYPE", tuple(InputType))),
-            default_threshold=reader.fraction("DEFAULT_THRESHOLD", 0.75),
-            request_timeout_s=reader.positive_float("REQUEST_TIMEOUT_S", 10.0),
-            max_body_bytes=max_body_bytes,
-            max_image_pixels=reader.integer("MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
-            max_image_side=reader.integer("MAX_IMAGE_SIDE", 1024, minimum=0),
-            max_image_aspect=reader.positive_float("MAX_IMAGE_ASPECT", 50.0),
-            decode_memory_bytes=reader.integer("DECODE_MEMORY_MB", 512, minimum=16) * MB,
-            max_batch_images=reader.integer("MAX_BATCH_IMAGES", 16, minimum=1, maximum=256),
-            max_backend_calls=reader.integer("MAX_BACKEND_CALLS", 16, minimum=1, maximum=1024),
-            max_form_parts=reader.integer("MAX_FORM_PARTS", 32, minimum=1, maximum=1000),
+            default_threshold=reader.fraction("DEFAULT_THRESHOLD", d.default_threshold),
+            request_timeout_s=reader.positive_float("REQUEST_TIMEOUT_S", d.request_timeout_s),
+            max_body_bytes=reader.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
+            max_image_pixels=reader.integer("MAX_IMAGE_PIXELS", d.max_image_pixels, minimum=1),
+            max_image_side=reader.integer("MAX_IMAGE_SIDE", d.max_image_side, minimum=0),
+            max_image_aspect=reader.positive_float("MAX_IMAGE_ASPECT", d.max_image_aspect),
+            decode_memory_bytes=reader.integer("DECODE_MEMORY_MB", d.decode_memory_bytes // MB, minimum=16) * MB,
+            max_batch_images=reader.integer("MAX_BATCH_IMAGES", d.max_batch_images, minimum=1, maximum=256),
+            max_backend_calls=reader.integer("MAX_BACKEND_CALLS", d.max_backend_calls, minimum=1, maximum=1024),
+            max_form_parts=reader.integer("MAX_FORM_PARTS", d.max_form_parts, minimum=1, maximum=1000),
             vision_max_detections=reader.optional_int("VISION_MAX_DETECTIONS", minimum=1),
+            model_load_retries=reader.integer("MODEL_LOAD_RETRIES", d.model_load_retries, minimum=0, maximum=100),
+            model_load_retry_s=reader.positive_float("MODEL_LOAD_RETRY_S", d.model_load_retry_s),
             workers=reader.integer("WEB_CONCURRENCY", default_workers, minimum=1, maximum=64),
-            threads=threads,
-            log_level=(reader.text("LOG_LEVEL") or "info").lower(),
-            log_format=reader.choice("LOG_FORMAT", ("auto", "json", "text")) or "auto",
+            threads=reader.integer("GUNICORN_THREADS", d.threads, minimum=1, maximum=256),
+            log_level=(reader.text("LOG_LEVEL") or d.log_level).lower(),
+            log_format=reader.choice("LOG_FORMAT", ("auto", "json", "text")) or d.log_format,
             api_key=reader.text("API_KEY"),
             models=models,
-            front=FrontLimits(
-                header_timeout_s=reader.positive_float("REQUEST_HEADER_TIMEOUT_S", 10.0),
-                read_timeout_s=reader.positive_float("REQUEST_READ_TIMEOUT_S", 60.0),
-                min_rate_bytes=reader.integer("REQUEST_MIN_RATE_BYTES", 1024, minimum=0),
-                keepalive_timeout_s=reader.positive_float("KEEPALIVE_TIMEOUT_S", 15.0),
-                send_timeout_s=reader.positive_float("SEND_TIMEOUT_S", 30.0),
-                max_connections=reader.integer("MAX_CONNECTIONS", 1000, minimum=1, maximum=100_000),
-                max_buffered_bytes=reader.integer("MAX_BUFFERED_MB", 256, minimum=1) * MB,
-                max_body_bytes=max_body_bytes,
-            ),
+            header_timeout_s=reader.positive_float("REQUEST_HEADER_TIMEOUT_S", d.header_timeout_s),
+            read_timeout_s=reader.positive_float("REQUEST_READ_TIMEOUT_S", d.read_timeout_s),
+            min_rate_bytes=reader.integer("REQUEST_MIN_RATE_BYTES", d.min_rate_bytes, minimum=0),
+            keepalive_timeout_s=reader.positive_float("KEEPALIVE_TIMEOUT_S", d.keepalive_timeout_s),
+            send_timeout_s=reader.positive_float("SEND_TIMEOUT_S", d.send_timeout_s),
+            max_connections=reader.integer("MAX_CONNECTIONS", d.max_connections, minimum=1, maximum=100_000),
+            max_buffered_bytes=reader.integer("MAX_BUFFERED_MB", d.max_buffered_bytes // MB, minimum=1) * MB,
         )
 
 

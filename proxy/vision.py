@@ -15,32 +15,33 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 
 from proxy import answers
+from proxy.context import current_services, deadline, json_response
 from proxy.errors import ProxyError
 from proxy.pipeline import detect
 from proxy.request import vision_request
-from proxy.routes import deadline, json_response, services
 
 VISION_PREFIX = "/v1/vision/"
+BLUEPRINT = "vision"
 
-vision = Blueprint("vision", __name__)
+vision = Blueprint(BLUEPRINT, __name__)
 
 
 @vision.post("/v1/vision/detection")
 def detection() -> Response:
     """Detections from the default model."""
-    return _detect(None, "detect")
+    return _detect(None)
 
 
 @vision.post("/v1/vision/custom/<name>")
 def custom(name: str) -> Response:
     """Detections from the model called ``name``, as DeepStack's and CodeProject.AI's custom models."""
-    return _detect(name, "custom")
+    return _detect(name)
 
 
 @vision.route("/v1/vision/custom/list", methods=["GET", "POST"])
 def custom_list() -> Response:
     """The names of the models this server serves, the default first."""
-    return json_response(answers.model_list(list(services().models), vision_call("list-custom")))
+    return json_response(answers.model_list(list(current_services().models), vision_call(command_for(request.path))))
 
 
 @vision.get("/v1/server/status/ping", endpoint="ping")
@@ -57,15 +58,22 @@ def update_available() -> Response:
     return json_response(answers.server_version(update_check=True))
 
 
-def _detect(model_name: str | None, command: str) -> Response:
-    g.vision_command = command
-    found = services()
-    asked = vision_request(request, found.settings, model_name)
-    model = found.model(asked.model)
-    result = detect(asked.images, model, asked.options, found.image_limits, deadline())[0]
+def command_for(path: str) -> str:
+    """The CodeProject.AI command a ``/v1/vision/`` path answers as: the one map of paths to commands, for the
+    routes and for the errors the front and the app answer on these paths."""
+    if path.rstrip("/") == f"{VISION_PREFIX}custom/list":
+        return "list-custom"
+    return "custom" if path.startswith(f"{VISION_PREFIX}custom/") else "detect"
+
+
+def _detect(model_name: str | None) -> Response:
+    services = current_services()
+    asked = vision_request(request, services.settings, model_name)
+    model = services.model(asked.model)
+    result = detect(asked.images, model, asked.options, services.image_limits, deadline())[0]
     if isinstance(result, ProxyError):
         raise result
-    return json_response(answers.vision(result, vision_call(command)))
+    return json_response(answers.vision(result, vision_call(command_for(request.path))))
 
 
 def vision_call(command: str) -> answers.VisionCall:
@@ -74,5 +82,5 @@ def vision_call(command: str) -> answers.VisionCall:
         command=command,
         request_id=g.get("request_id", ""),
         received=g.get("received", g.get("started", 0.0)),
-        inference_device=services().default.backend.device(),
+        inference_device=current_services().default.backend.device(),
     )

@@ -83,6 +83,14 @@ class Backend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Model:
+    """One served model: its name and the backend that runs it."""
+
+    name: str
+    backend: Backend
+
+
 def model_input(image: ImageInput, input_type: InputType, rank: int | None) -> np.ndarray:
     """The tensor value ``image`` becomes for a model of ``input_type``: a batch of one, or a scalar string for the
     older TF1 ``tf_example`` exports whose input has rank 0."""

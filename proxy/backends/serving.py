@@ -33,6 +33,7 @@ from odapi.contract import (
     METADATA_SIGNATURE,
     REQUIRED_OUTPUTS,
     InputType,
+    dtype_name,
     pixel_input_type,
 )
 from proxy._proto.google.protobuf import wrappers_pb2
@@ -51,7 +52,7 @@ from proxy.errors import BackendError, InvalidImage, ProxyError
 from proxy.images import ImageInput
 from proxy.labels import LabelMap
 from proxy.status_codes import DEADLINE_EXCEEDED, UNAVAILABLE, error_for_code
-from proxy.tensors import DTYPE_TO_NUMPY, TensorDecodeError, ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from proxy.tensors import TensorDecodeError, ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,12 @@ class ServingBackend:
             self._calls.release()
             return error_for_code(DEADLINE_EXCEEDED, "no time left for Predict within REQUEST_TIMEOUT_S")
         timing = [time.perf_counter(), 0.0]
-        call = self._connection.predict.future(request, timeout=remaining)
+        try:
+            call = self._connection.predict.future(request, timeout=remaining)
+        except Exception:
+            # The call never started (a closed channel raises here): its slot is not the done callback's to free.
+            self._calls.release()
+            raise
 
         def finished(_: Any) -> None:
             timing[1] = time.perf_counter()
@@ -324,7 +330,7 @@ class ServingBackend:
         signature_def = signature_map.signature_def[wanted]
         version = response.model_spec.version.value
         if len(signature_def.inputs) != 1:
-            found = ", ".join(f"{key} ({_dtype(info.dtype)})" for key, info in sorted(signature_def.inputs.items()))
+            found = ", ".join(f"{key} ({dtype_name(info.dtype)})" for key, info in sorted(signature_def.inputs.items()))
             raise BackendError(f"model {name} takes inputs {found or 'none'}; a detector takes one image input")
         input_key, info = next(iter(signature_def.inputs.items()))
         rank = None if info.tensor_shape.unknown_rank else len(info.tensor_shape.dim)
@@ -337,7 +343,7 @@ class ServingBackend:
         input_type = self._spec.input_type or _input_type(info.dtype, metadata.get(METADATA_INPUT_TYPE))
         if info.dtype != types_pb2.DT_STRING and (input_type is None or rank not in (None, 4)):
             raise BackendError(
-                f"model {name} takes {input_key} of {_dtype(info.dtype)}; a detector takes uint8 or float32 pixels "
+                f"model {name} takes {input_key} of {dtype_name(info.dtype)}; a detector takes uint8 or float32 pixels "
                 "[batch, height, width, 3], or a string of image bytes"
             )
         outputs = tuple(o for o in (*ANSWER_OUTPUTS, LABEL_MAP_OUTPUT) if o in signature_def.outputs)
@@ -411,13 +417,7 @@ def _input_type(data_type: int, described: str | None) -> InputType | None:
             return InputType(described) if described else None
         except ValueError:
             return None
-    found = DTYPE_TO_NUMPY.get(data_type)
-    return pixel_input_type(found.name) if found is not None else None
-
-
-def _dtype(data_type: int) -> str:
-    found = DTYPE_TO_NUMPY.get(data_type)
-    return "string" if data_type == types_pb2.DT_STRING else (found.name if found is not None else str(data_type))
+    return pixel_input_type(dtype_name(data_type))
 
 
 def _first_string(value: np.ndarray | None) -> str | None:

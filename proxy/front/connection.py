@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from proxy.errors import (
     RequestTimeout,
 )
 from proxy.front import ENVIRON_RECEIVED, ENVIRON_REQUEST_BYTES
-from proxy.front.server import FrontServer, WSGIApp
+from proxy.front.state import RequestBody, ServerState, WSGIApp
 from proxy.metrics import count_request
 from proxy.observability import access_entry, log_access, request_id
 
@@ -61,16 +62,16 @@ class State(enum.Enum):
 
 
 class Connection(asyncio.Protocol):
-    """One client connection of a ``FrontServer``."""
+    """One client connection; it sees its server through ``ServerState`` alone."""
 
-    def __init__(self, server: FrontServer) -> None:
-        self.server = server
-        self.limits = server.limits
+    def __init__(self, state: ServerState) -> None:
+        self.server = state
+        self.limits = state.limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.state = State.IDLE
-        self.deadline = server.clock() + self.limits.header_timeout_s
+        self.deadline = state.clock() + self.limits.header_timeout_s
         self.dispatched_at: float | None = None
         self._reset_request()
 
@@ -81,9 +82,8 @@ class Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.request_id = ""
         self.http_version = "1.1"
-        self.body: IO[bytes] | None = None
+        self.body: RequestBody | None = None  # until the request is dispatched: then the request holds it
         self.body_bytes = 0
-        self.reserved = 0
         self.body_started = 0.0
         self.started = 0.0  # time.perf_counter() at the request's first byte
         self._line = b""
@@ -219,15 +219,17 @@ class Connection(asyncio.Protocol):
         if length is not None and length > self.limits.max_body_bytes:
             self._fail(_too_large(self.limits.max_body_bytes))
             return
-        refused = self.server.hooks.admit(self.method, self.path, self.headers)
+        refused = self.server.app.hooks.admit(self.method, self.path, self.headers)
         if refused is not None:
             self._fail(refused)
             return
         if not self.server.budget.take(length or 0):
             self._fail(Overloaded("this server holds as many request bodies as it may (MAX_BUFFERED_MB); try again"))
             return
-        self.reserved = length or 0
-        self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115  (closed by _release_body)
+        # Closed by RequestBody.release: the connection's, or the request's once it is dispatched.
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        self.body = RequestBody(spool, self.server.budget)
+        self.body.reserved = length or 0
         self.state = State.BODY
         self.body_started = self.server.clock()
         self.deadline = self.body_started + self.limits.read_timeout_s
@@ -239,13 +241,14 @@ class Connection(asyncio.Protocol):
         if self.body_bytes > self.limits.max_body_bytes:
             self._fail(_too_large(self.limits.max_body_bytes))  # a chunked body: refused, never cut
             return
-        if self.body_bytes > self.reserved:
-            if not self.server.budget.take(self.body_bytes - self.reserved):
+        if self.body is None:
+            return
+        if self.body_bytes > self.body.reserved:
+            if not self.server.budget.take(self.body_bytes - self.body.reserved):
                 self._fail(Overloaded("this server holds as many request bodies as it may (MAX_BUFFERED_MB)"))
                 return
-            self.reserved = self.body_bytes
-        if self.body is not None:
-            self.body.write(data)
+            self.body.reserved = self.body_bytes
+        self.body.file.write(data)
 
     # -- running the app ---------------------------------------------------------------------------------------
 
@@ -255,12 +258,17 @@ class Connection(asyncio.Protocol):
         self.state = State.DISPATCHED
         self.dispatched_at = self.server.clock()
         self.transport.pause_reading()
-        self.body.seek(0)
-        environ = self._environ()
-        future = asyncio.get_running_loop().run_in_executor(self.server.pool, run_wsgi, self.server.app, environ)
-        future.add_done_callback(self._on_answer)
+        # From here the request owns its body: it is released when the app is done reading it, whatever happens
+        # to the connection meanwhile (a quick stop may abort it while the app still reads).
+        body, self.body = self.body, None
+        body.file.seek(0)
+        environ = self._environ(body.file)
+        future = asyncio.get_running_loop().run_in_executor(
+            self.server.pool, run_wsgi, self.server.app.wsgi, environ, body
+        )
+        future.add_done_callback(functools.partial(self._on_answer, body))
 
-    def _environ(self) -> dict[str, Any]:
+    def _environ(self, body: IO[bytes]) -> dict[str, Any]:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": self.method,
             "SCRIPT_NAME": "",
@@ -274,7 +282,7 @@ class Connection(asyncio.Protocol):
             "CONTENT_LENGTH": str(self.body_bytes),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
-            "wsgi.input": self.body,
+            "wsgi.input": body,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
             "wsgi.multiprocess": True,
@@ -291,18 +299,23 @@ class Connection(asyncio.Protocol):
         environ["HTTP_X_REQUEST_ID"] = self.request_id  # one id for the request, whoever answers it
         return environ
 
-    def _on_answer(self, future: asyncio.Future[tuple[int, str, list[tuple[str, str]], bytes]]) -> None:
+    def _on_answer(
+        self, body: RequestBody, future: asyncio.Future[tuple[int, str, list[tuple[str, str]], bytes]]
+    ) -> None:
         self.dispatched_at = None
-        self._release_body()
+        if future.cancelled():
+            body.release()  # never run (the pool shut down first): nobody else will
+            self.abort()
+            return
         if self.state is not State.DISPATCHED:
             return  # the client went away meanwhile
         try:
-            status, reason, headers, body = future.result()
+            status, reason, headers, content = future.result()
         except Exception:
             log.exception("the app failed on %s %s", self.method, self.path)
             self._fail(ProxyError("internal error; the server log has the details"))
             return
-        self._respond(status, reason, headers, body)
+        self._respond(status, reason, headers, content)
 
     def _respond(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
         head_only = self.method == "HEAD"
@@ -360,8 +373,8 @@ class Connection(asyncio.Protocol):
         self._release_body()
         self.request_id = self.request_id or request_id(None)
         path = self.path or self._path_from_line()
-        content_type, body = self.server.hooks.error(path, error.status, error.message, self.request_id)
-        reason = HTTPStatus(error.status).phrase if error.status in HTTPStatus._value2member_map_ else "Error"
+        content_type, body = self.server.app.hooks.error(path, error.status, error.message, self.request_id)
+        reason = _reason(error.status)
         lines = [
             f"HTTP/1.1 {error.status} {reason}",
             f"Content-Type: {content_type}",
@@ -448,11 +461,9 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def _release_body(self) -> None:
-        if self.reserved:
-            self.server.budget.give(self.reserved)
-            self.reserved = 0
+        """Release a body still arriving (a dispatched one belongs to its request)."""
         if self.body is not None:
-            self.body.close()
+            self.body.release()
             self.body = None
 
     def close(self) -> None:
@@ -468,8 +479,16 @@ class Connection(asyncio.Protocol):
         self.state = State.CLOSED
 
 
-def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, str, list[tuple[str, str]], bytes]:
-    """Call the WSGI app in a thread of the pool and collect its whole answer: status, reason, headers, body."""
+def run_wsgi(app: WSGIApp, environ: dict[str, Any], body: RequestBody) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """Call the WSGI app in a thread of the pool and collect its whole answer: status, reason, headers, body.
+    The request's body is released when the app is done, answer or error."""
+    try:
+        return _call(app, environ)
+    finally:
+        body.release()
+
+
+def _call(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, str, list[tuple[str, str]], bytes]:
     captured: list[Any] = []
     chunks: list[bytes] = []
 
@@ -489,6 +508,13 @@ def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, str, list[tupl
     status, headers = captured
     code, _, reason = status.partition(" ")
     return int(code), reason, list(headers), b"".join(chunks)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -1,7 +1,8 @@
-"""The front's per-process state: the connections, their bounds, the buffered-bytes budget and the app's threads.
+"""The front's per-process server: the listening sockets, the connections, the timeout sweeper, the app's threads.
 
-``FrontServer`` needs only an asyncio loop, a WSGI app and ``FrontLimits``; the gunicorn worker (``worker``) gives
-it listening sockets, and tests can drive its connections with a transport of their own.
+``FrontServer`` needs only an asyncio loop and a ``FrontApp``; the gunicorn worker (``worker``) gives it listening
+sockets, and tests can drive its connections with a transport of their own. A connection sees the server through
+``ServerState`` only (``state``).
 """
 
 from __future__ import annotations
@@ -11,62 +12,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from proxy.metrics import CONNECTIONS_REFUSED
-from proxy.settings import FrontLimits
-
-if TYPE_CHECKING:
-    from proxy.front.connection import Connection
+from proxy.front.connection import Connection
+from proxy.front.state import Budget, FrontApp, ServerState
 
 log = logging.getLogger(__name__)
 
 SWEEP_S = 0.25  # how often timeouts are checked: they fire within this much of their bound
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-class Hooks(Protocol):
-    """What the front asks of the app without running a request through it (``proxy.app.FrontHooks``)."""
-
-    def admit(self, method: str, path: str, headers: dict[str, str]) -> Any:
-        """An error (with ``status``, ``message``, ``headers``) for a request its headers alone condemn, or None."""
-        ...
-
-    def error(self, path: str, status: int, message: str, request_id: str) -> tuple[str, bytes]:
-        """Content type and body for an error the front answers itself, in the shape of the path's routes."""
-        ...
-
-
-class PlainHooks:
-    """Hooks for an app that offers none: admit everything, answer errors as ``{"error": message}``."""
-
-    def admit(self, method: str, path: str, headers: dict[str, str]) -> Any:
-        return None
-
-    def error(self, path: str, status: int, message: str, request_id: str) -> tuple[str, bytes]:
-        import json
-
-        return "application/json", json.dumps({"error": message}).encode()
-
-
-@dataclass
-class Budget:
-    """Request-body bytes buffered by the whole process at once (memory or spool files)."""
-
-    limit: int
-    used: int = 0
-
-    def take(self, nbytes: int) -> bool:
-        """Reserve ``nbytes`` if they fit."""
-        if self.used + nbytes > self.limit:
-            return False
-        self.used += nbytes
-        return True
-
-    def give(self, nbytes: int) -> None:
-        """Return bytes reserved before."""
-        self.used = max(0, self.used - nbytes)
 
 
 class FrontServer:
@@ -74,33 +27,40 @@ class FrontServer:
 
     def __init__(
         self,
-        app: WSGIApp,
-        limits: FrontLimits,
+        app: FrontApp,
         *,
         threads: int,
-        hooks: Hooks | None = None,
         server_name: str = "localhost",
         server_port: int = 80,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
-        self.limits = limits
-        self.hooks: Hooks = hooks or PlainHooks()
-        self.server_name = server_name
-        self.server_port = server_port
         self.clock = clock
-        self.budget = Budget(limits.max_buffered_bytes)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="app")
-        self.connections: set[Connection] = set()
-        self.draining = False
+        self.state = ServerState(
+            app=app,
+            clock=clock,
+            budget=Budget(app.limits.max_buffered_bytes),
+            pool=self.pool,
+            server_name=server_name,
+            server_port=server_port,
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._servers: list[asyncio.base_events.Server] = []
 
+    @property
+    def budget(self) -> Budget:
+        """The process's request-body budget."""
+        return self.state.budget
+
+    @property
+    def connections(self) -> set[Any]:
+        """The open connections."""
+        return self.state.connections
+
     def connection(self) -> Connection:
         """A new connection's protocol (the ``protocol_factory`` of ``loop.create_server``)."""
-        from proxy.front.connection import Connection
-
-        return Connection(self)
+        return Connection(self.state)
 
     async def listen(self, sockets: Iterable[Any]) -> None:
         """Serve on already-bound listening sockets, and start checking timeouts."""
@@ -125,10 +85,6 @@ class FrontServer:
         for connection in list(self.connections):
             connection.check_time(now)
 
-    def refused(self) -> None:
-        """Count a connection refused for MAX_CONNECTIONS."""
-        CONNECTIONS_REFUSED.inc()
-
     def oldest_dispatch(self) -> float | None:
         """When the longest-running request of the app started (``clock()``), or None when none runs."""
         started = [c.dispatched_at for c in self.connections if c.dispatched_at is not None]
@@ -140,7 +96,7 @@ class FrontServer:
 
     async def shutdown(self, timeout_s: float) -> None:
         """Stop accepting, close idle connections, let requests under way finish (up to ``timeout_s``)."""
-        self.draining = True
+        self.state.draining = True
         for server in self._servers:
             server.close()
         deadline = self.clock() + timeout_s

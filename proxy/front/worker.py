@@ -18,8 +18,8 @@ from typing import Any
 
 from gunicorn.workers.base import Worker
 
-from proxy.front.server import FrontServer, PlainHooks
-from proxy.settings import FrontLimits
+from proxy.front.server import FrontServer
+from proxy.front.state import FrontApp
 
 HEARTBEAT_S = 1.0
 
@@ -30,6 +30,7 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.served: FrontApp | None = None
         self.front: FrontServer | None = None
         self._quick = False
         self._stopping: asyncio.Event | None = None
@@ -39,6 +40,18 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """Take what the application declares for the front: a ``FrontApp`` (``python -m proxy`` gives one), or a
+        bare WSGI callable served with the default bounds. Anything else stops the worker at start-up."""
+        loaded = self.app.wsgi()
+        if isinstance(loaded, FrontApp):
+            self.served = loaded
+        elif callable(loaded):
+            self.served = FrontApp.plain(loaded)
+        else:
+            raise TypeError(f"the front serves a FrontApp or a WSGI callable, not {type(loaded).__name__}")
+        self.wsgi = self.served.wsgi
 
     def init_signals(self) -> None:
         """SIGTERM drains gracefully; SIGINT and SIGQUIT stop at once; SIGUSR1 reopens the log files."""
@@ -61,38 +74,32 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
 
     def run(self) -> None:
         """Serve until the master or a signal says stop, then drain and close the app's resources."""
-        if self.loop is None:
+        served = self.served
+        if self.loop is None or served is None:
             return
         try:
-            self.loop.run_until_complete(self._serve())
+            self.loop.run_until_complete(self._serve(served))
         finally:
-            close = getattr(getattr(self.wsgi, "front_hooks", None), "close", None)
-            if close is not None:
-                close()
+            served.close()
             self.loop.close()
 
-    async def _serve(self) -> None:
-        hooks = getattr(self.wsgi, "front_hooks", None) or PlainHooks()
-        limits = getattr(hooks, "limits", None) or FrontLimits()
+    async def _serve(self, served: FrontApp) -> None:
         address = self.sockets[0].getsockname() if self.sockets else ("localhost", 80)
         self.front = FrontServer(
-            self.wsgi,
-            limits,
+            served,
             threads=max(1, self.cfg.threads),
-            hooks=hooks,
             server_name=str(address[0]) if isinstance(address, tuple) else "localhost",
             server_port=int(address[1]) if isinstance(address, tuple) and len(address) > 1 else 80,
         )
         self._stopping = asyncio.Event()
         await self.front.listen(listener.sock for listener in self.sockets)
-        announce = getattr(hooks, "announce_when_ready", None)
-        announcing = None
-        if announce is not None and self.age == 1:  # the first worker says it, once
-            announcing = asyncio.get_running_loop().create_task(announce(asyncio.get_running_loop(), self.front.pool))
-        stuck_after = float(getattr(hooks, "stuck_after_s", 60.0))
+        announcing: asyncio.Task[None] | None = None
+        if served.announce_when_ready is not None and self.age == 1:  # the first worker says it, once
+            loop = asyncio.get_running_loop()
+            announcing = loop.create_task(served.announce_when_ready(loop, self.front.pool))
         while self.alive:
             oldest = self.front.oldest_dispatch()
-            if oldest is None or self.front.clock() - oldest < stuck_after:
+            if oldest is None or self.front.clock() - oldest < served.stuck_after_s:
                 self.notify()
             if self.ppid != os.getppid():
                 self.log.info("the master is gone; worker %s stops", self.pid)

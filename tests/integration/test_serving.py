@@ -162,6 +162,7 @@ def test_serving_mode_never_imports_tensorflow(stand_in: RunningServer, zoo: Zoo
         import io, sys
         from PIL import Image
         from proxy import create_app
+        from proxy.services import Services
         from proxy.settings import Settings
         env = {{"SERVING_ADDRESS": {stand_in.address!r}, "MODELS": {zoo.models_setting()!r}}}
         app = create_app(Settings.from_env(env))
@@ -170,7 +171,7 @@ def test_serving_mode_never_imports_tensorflow(stand_in: RunningServer, zoo: Zoo
             response = app.test_client().post(f"/classify?threshold=0.1&model={{model}}", data=body.getvalue())
             assert response.status_code == 200, response.get_data(as_text=True)
             print("ANSWER", response.get_json())
-        app.front_hooks.close()
+        Services.of(app).close()
         print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_serving")))
         """
     )

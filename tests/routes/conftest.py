@@ -59,7 +59,7 @@ def make_app() -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in built:
-        app.front_hooks.close()  # type: ignore[attr-defined]
+        Services.of(app).close()
 
 
 @pytest.fixture

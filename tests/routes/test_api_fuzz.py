@@ -114,7 +114,7 @@ def app() -> Iterator[Flask]:
     """One app for the module's requests."""
     built = build_app()
     yield built
-    built.front_hooks.close()  # type: ignore[attr-defined]
+    Services.of(built).close()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def keyed_app() -> Iterator[Flask]:
     """An app with API_KEY set."""
     built = build_app(api_key=API_KEY)
     yield built
-    built.front_hooks.close()  # type: ignore[attr-defined]
+    Services.of(built).close()
 
 
 @pytest.fixture(scope="module")

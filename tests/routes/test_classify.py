@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -362,3 +363,45 @@ def test_batch_with_a_picture_format_is_a_400(client: FlaskClient) -> None:
     answer = client.post("/classify?format=image", json={"images": [b64(PICTURE)]})
     assert answer.status_code == 400
     assert "batch" in answer.json["error"]
+
+
+class _Records(logging.Handler):
+    """Keeps the records the proxy's loggers emit (they do not propagate to pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("step", ["to_rgb", "_fit"])
+def test_a_bug_in_our_own_conversion_is_a_500_not_a_400(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """An error in the project's own conversion of a decoded picture (not Pillow refusing the client's bytes) is a
+    500 whose traceback is in the log, never a 400 "cannot decode image"."""
+
+    def broken(*_: object) -> None:
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(f"proxy.images.{step}", broken)
+    records = _Records()
+    logging.getLogger("proxy").addHandler(records)
+    try:
+        answer = client.post("/classify", data=jpeg())
+    finally:
+        logging.getLogger("proxy").removeHandler(records)
+    assert answer.status_code == 500
+    assert answer.json == {"error": "internal error; the server log has the details"}
+    [logged] = [record for record in records.records if record.exc_info]
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "a bug of ours"
+
+
+def test_pillow_refusing_the_bytes_is_still_a_400(client: FlaskClient) -> None:
+    """A truncated JPEG, which Pillow refuses while decoding its pixels, is the client's 400."""
+    whole = jpeg((640, 480))
+    answer = client.post("/classify", data=whole[: len(whole) // 2])
+    assert answer.status_code == 400 and answer.json is not None
+    assert answer.json["error"].startswith("cannot decode image: ")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -30,6 +31,7 @@ from werkzeug.datastructures import Headers
 
 import proxy
 from proxy import errors
+from proxy.app import front_app
 from proxy.detections import Detections
 from proxy.front.server import FrontServer
 from proxy.labels import LabelMap
@@ -296,8 +298,11 @@ def front_answer(
     """What the HTTP front answers to ``data`` on a new connection, ``wait_s`` seconds later (its timeouts), or at
     once when ``full`` (the process already holds MAX_CONNECTIONS connections)."""
     now = [0.0]
-    limits = limits or FrontLimits()
-    server = FrontServer(app, limits, threads=1, hooks=app.front_hooks, clock=lambda: now[0])  # type: ignore[attr-defined]
+    served = front_app(app)
+    if limits is not None:
+        served = dataclasses.replace(served, limits=limits)
+    limits = served.limits
+    server = FrontServer(served, threads=1, clock=lambda: now[0])
     try:
         if full:
             server.connections.update(server.connection() for _ in range(limits.max_connections))
@@ -343,10 +348,10 @@ FRONT_REFUSALS: dict[str, Callable[[Flask, str, str], Answer]] = {
     "MAX_BUFFERED_MB": lambda app, method, url: front_answer(
         app,
         request_head(method, url, "Content-Length: 200"),
-        limits=FrontLimits(max_buffered_bytes=100, max_body_bytes=1000),
+        limits=Settings(max_buffered_bytes=100, max_body_bytes=1000).front,
     ),
     "MAX_CONNECTIONS": lambda app, method, url: front_answer(
-        app, b"", limits=FrontLimits(max_connections=2), full=True
+        app, b"", limits=Settings(max_connections=2).front, full=True
     ),
 }
 FRONT_STATUSES = {

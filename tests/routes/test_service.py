@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 
@@ -10,92 +9,16 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from proxy.settings import Settings
+from proxy.app import front_app
 from tests.routes.conftest import LABELS, ROWS, jpeg
 from tests.support.fake_backend import FakeBackend
 
-KEY = "unit-key"
 PICTURE = jpeg()
-
-
-@pytest.fixture
-def keyed(make_app: Callable[..., Flask]) -> FlaskClient:
-    """An app with API_KEY set."""
-    return make_app(Settings(api_key=KEY)).test_client()
-
-
-@pytest.mark.parametrize(
-    ("headers", "status"),
-    [
-        ({}, 401),
-        ({"Authorization": "Bearer wrong"}, 401),
-        ({"Authorization": f"Bearer {KEY}"}, 200),
-        ({"authorization": f"bearer {KEY}"}, 200),
-        ({"X-API-Key": KEY}, 200),
-        ({"X-API-Key": KEY[:-1]}, 401),
-    ],
-)
-def test_api_key_guards_classify(keyed: FlaskClient, headers: dict[str, str], status: int) -> None:
-    """With API_KEY set, /classify needs the key as a Bearer token or X-API-Key; a 401 says how to send it."""
-    answer = keyed.post("/classify", data=PICTURE, headers=headers)
-    assert answer.status_code == status
-    if status == 401:
-        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
-        assert "API key" in answer.json["error"]
-
-
-@pytest.mark.parametrize(
-    ("path", "method", "status"),
-    [
-        ("/healthz", "GET", 200),
-        ("/readyz", "GET", 200),
-        ("/openapi.json", "GET", 200),
-        ("/", "GET", 200),
-        ("/v1/status/updateavailable", "GET", 200),
-        ("/v1/server/status/ping", "GET", 200),
-        ("/v1/vision/custom/list", "POST", 401),
-        ("/v1/models", "GET", 401),
-        ("/metrics", "GET", 401),
-        ("/nowhere", "GET", 404),
-    ],
-)
-def test_open_and_guarded_endpoints(keyed: FlaskClient, path: str, method: str, status: int) -> None:
-    """Probes, the page, the description and CodeProject.AI's status probes stay open; the rest need the key; an
-    unknown path is still a 404."""
-    assert keyed.open(path, method=method).status_code == status
-
-
-def test_deepstack_form_field_carries_the_key(keyed: FlaskClient) -> None:
-    """DeepStack clients' api_key form field is accepted on /v1/vision/* routes; a wrong one is a 401 envelope."""
-    good = {"api_key": KEY, "image": (io.BytesIO(PICTURE), "image.jpg")}
-    assert keyed.post("/v1/vision/detection", data=good, content_type="multipart/form-data").status_code == 200
-    bad = {"api_key": "nope", "image": (io.BytesIO(PICTURE), "image.jpg")}
-    answer = keyed.post("/v1/vision/detection", data=bad, content_type="multipart/form-data")
-    assert answer.status_code == 401
-    assert answer.json["success"] is False and answer.json["predictions"] == []
-
-
-def test_form_key_is_not_looked_for_on_classify(keyed: FlaskClient) -> None:
-    """/classify takes the key from the headers only."""
-    data = {"api_key": KEY, "image": (io.BytesIO(PICTURE), "image.jpg")}
-    assert keyed.post("/classify", data=data, content_type="multipart/form-data").status_code == 401
-
-
-def test_front_admission_decides_from_headers_where_it_can(make_app: Callable[..., Flask]) -> None:
-    """The HTTP front can refuse a keyless request from its headers, except where a DeepStack form may carry it."""
-    hooks = make_app(Settings(api_key=KEY)).front_hooks  # type: ignore[attr-defined]
-    assert hooks.admit("POST", "/classify", {}).status == 401
-    assert hooks.admit("POST", "/classify", {"x-api-key": KEY}) is None
-    multipart = {"content-type": "multipart/form-data; boundary=x"}
-    assert hooks.admit("POST", "/v1/vision/detection", multipart) is None
-    assert hooks.admit("POST", "/v1/vision/detection", {}).status == 401
-    assert hooks.admit("GET", "/healthz", {}) is None
-    assert hooks.admit("GET", "/no/such/path", {}) is None
 
 
 def test_front_errors_take_the_shape_of_the_path(make_app: Callable[..., Flask]) -> None:
     """Errors the front answers itself are the vision envelope on /v1/vision/*, {"error"} elsewhere."""
-    hooks = make_app().front_hooks  # type: ignore[attr-defined]
+    hooks = front_app(make_app()).hooks
     content_type, body = hooks.error("/v1/vision/detection", 408, "too slow", "rid")
     vision = json.loads(body)
     assert content_type == "application/json"

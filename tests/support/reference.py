@@ -18,6 +18,7 @@ from odapi.contract import ANSWER_OUTPUTS, TF1_PLACEHOLDERS
 from odapi.labels import read_label_map
 from proxy.backends import model_input
 from proxy.images import ImageInput, ImageLimits
+from proxy.settings import Settings
 from tests.support.zoo import Zoo, ZooModel
 
 VERBOSE_KEYS = ["class", "score", "x1", "y1", "x2", "y2"]
@@ -33,7 +34,7 @@ class Reference:
     def outputs(self, name: str, image: bytes, limits: ImageLimits | None = None) -> dict[str, np.ndarray]:
         """The export's raw detection outputs for ``image`` as the proxy prepares it."""
         model = self._zoo.models[name]
-        prepared = ImageInput(image, limits or ImageLimits())
+        prepared = ImageInput(image, limits or ImageLimits.from_settings(Settings()))
         value = model_input(prepared, model.input_type, None)
         return self._runner(model)(value)
 

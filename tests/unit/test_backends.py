@@ -15,13 +15,14 @@ from proxy.backends import CallLimit, LabelMaps, model_input
 from proxy.errors import BackendError, Overloaded
 from proxy.images import ImageInput, ImageLimits
 from proxy.labels import LabelMap
+from proxy.settings import Settings
 
 
 def image() -> ImageInput:
     """A small JPEG request image."""
     buffer = io.BytesIO()
     Image.new("RGB", (8, 6), (200, 10, 10)).save(buffer, format="JPEG")
-    return ImageInput(buffer.getvalue(), ImageLimits())
+    return ImageInput(buffer.getvalue(), ImageLimits.from_settings(Settings()))
 
 
 def test_pixel_inputs_are_a_batch_of_one() -> None:
@@ -65,3 +66,26 @@ def test_label_maps_parse_once_and_fall_back() -> None:
     assert LabelMaps(None).parse(None, "m").name(1) == "Class 1"
     with pytest.raises(BackendError, match="label map is malformed"):
         maps.parse("item { id: nope }", "m")
+
+
+def test_a_predict_call_that_cannot_start_gives_its_slot_back() -> None:
+    """A Predict that raises as it starts (the channel is closed) frees its MAX_BACKEND_CALLS slot at once."""
+    from odapi.contract import ANSWER_OUTPUTS
+    from proxy.backends.serving import ModelSpec, ServingBackend, ServingConnection, _Signature
+
+    calls = CallLimit(1)
+    connection = ServingConnection("127.0.0.1:1")  # lazily connected: no socket is opened here
+    connection.close()
+    backend = ServingBackend(ModelSpec("m"), connection, calls=calls, labels=LabelMaps(None), request_timeout_s=1)
+    signature = _Signature(1, "inputs", InputType.IMAGE_TENSOR, 4, ANSWER_OUTPUTS, None)
+    with pytest.raises(ValueError, match="closed"):
+        backend._send(signature, image(), time.monotonic() + 1)
+    calls.acquire(time.monotonic())  # Overloaded at once if the slot had leaked
+    calls.release()
+
+
+def test_errors_keep_headers_of_their_own() -> None:
+    """Each error has its own headers: setting one error's never shows on another."""
+    first, second = BackendError("a"), BackendError("b")
+    first.headers["X-Test"] = "1"
+    assert second.headers == {} and Overloaded("c").headers == {"Retry-After": "1"}

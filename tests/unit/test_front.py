@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,8 +18,9 @@ import pytest
 
 from proxy.errors import ProxyError, Unauthorized
 from proxy.front.connection import BODY_GRACE_S, LINGER_S, Connection, State
-from proxy.front.server import FrontServer, PlainHooks
-from proxy.settings import FrontLimits
+from proxy.front.server import FrontServer
+from proxy.front.state import FrontApp, PlainHooks
+from proxy.settings import FrontLimits, Settings
 
 
 class Transport(asyncio.Transport):
@@ -115,9 +119,10 @@ def echo_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Ite
 class Front:
     """A FrontServer with connections of the test's own; every call runs on one event loop."""
 
-    def __init__(self, limits: FrontLimits | None = None, hooks: Any = None) -> None:
+    def __init__(self, limits: FrontLimits | None = None, hooks: Any = None, app: Any = echo_app) -> None:
         self.clock = Clock()
-        self.server = FrontServer(echo_app, limits or FrontLimits(), threads=2, hooks=hooks, clock=self.clock)
+        served = FrontApp(app, limits or Settings().front, hooks or PlainHooks(), 60.0, close=lambda: None)
+        self.server = FrontServer(served, threads=2, clock=self.clock)
 
     def connect(self) -> tuple[Connection, Transport]:
         connection = self.server.connection()
@@ -212,7 +217,7 @@ def test_chunked_body_over_the_limit_is_a_413_never_cut() -> None:
     """A chunked body over MAX_BODY_BYTES is a 413 and the app never sees it; the connection lingers, then closes."""
 
     async def body() -> None:
-        front = Front(FrontLimits(max_body_bytes=1000))
+        front = Front(Settings(max_body_bytes=1000).front)
         connection, transport = front.connect()
         connection.data_received(chunked(b"a" * 600, b"b" * 600))
         await asyncio.sleep(0.02)
@@ -233,7 +238,7 @@ def test_declared_length_over_the_limit_is_a_413_before_the_body(expect: bool) -
     """A Content-Length over the limit is answered 413 at once, never with 100 Continue first."""
 
     async def body() -> None:
-        connection, transport = Front(FrontLimits(max_body_bytes=1000)).connect()
+        connection, transport = Front(Settings(max_body_bytes=1000).front).connect()
         extra = "Expect: 100-continue\r\n" if expect else ""
         connection.data_received(f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n{extra}\r\n".encode())
         await asyncio.sleep(0.01)
@@ -333,7 +338,7 @@ def test_incomplete_headers_are_a_408_after_the_header_timeout() -> None:
 
     async def body() -> None:
         hooks = KeyedHooks()
-        front = Front(FrontLimits(header_timeout_s=10), hooks=hooks)
+        front = Front(Settings(header_timeout_s=10).front, hooks=hooks)
         connection, transport = front.connect()
         connection.data_received(b"GET /v1/vision/detection HTTP/1.1\r\nHost: x\r\n")
         front.advance(9)
@@ -350,7 +355,7 @@ def test_a_trickling_body_is_a_408_once_it_is_too_slow() -> None:
     """A body arriving below REQUEST_MIN_RATE_BYTES after the grace period gets a 408 saying its rate."""
 
     async def body() -> None:
-        front = Front(FrontLimits(min_rate_bytes=1000))
+        front = Front(Settings(min_rate_bytes=1000).front)
         connection, transport = front.connect()
         connection.data_received(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nab")
         front.advance(BODY_GRACE_S - 1)
@@ -366,7 +371,7 @@ def test_a_body_later_than_the_read_timeout_is_a_408() -> None:
     """A body still incomplete REQUEST_READ_TIMEOUT_S after its headers gets a 408, whatever its rate."""
 
     async def body() -> None:
-        front = Front(FrontLimits(read_timeout_s=30, min_rate_bytes=0))
+        front = Front(Settings(read_timeout_s=30, min_rate_bytes=0).front)
         connection, transport = front.connect()
         connection.data_received(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
         front.advance(31)
@@ -379,7 +384,7 @@ def test_idle_and_silent_connections_close_without_a_word() -> None:
     """A connection that sends nothing closes after the header timeout; an idle keep-alive one after its own."""
 
     async def body() -> None:
-        front = Front(FrontLimits(header_timeout_s=10, keepalive_timeout_s=5))
+        front = Front(Settings(header_timeout_s=10, keepalive_timeout_s=5).front)
         _, silent = front.connect()
         connection, kept = front.connect()
         connection.data_received(GET)
@@ -398,7 +403,7 @@ def test_past_the_connection_limit_a_new_connection_gets_a_fast_503() -> None:
     """Once MAX_CONNECTIONS are open, the next one is answered 503 with Retry-After at once."""
 
     async def body() -> None:
-        front = Front(FrontLimits(max_connections=3))
+        front = Front(Settings(max_connections=3).front)
         for _ in range(3):
             front.connect()
         _, refused = front.connect()
@@ -412,7 +417,7 @@ def test_buffered_bodies_are_bounded_per_process() -> None:
     """Bodies arriving at once may hold MAX_BUFFERED_MB in all; past it a request gets a 503, not memory."""
 
     async def body() -> None:
-        front = Front(FrontLimits(max_buffered_bytes=10_000, max_body_bytes=8_000))
+        front = Front(Settings(max_buffered_bytes=10_000, max_body_bytes=8_000).front)
         first, first_transport = front.connect()
         first.data_received(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 6000\r\n\r\n")
         second, second_transport = front.connect()
@@ -429,7 +434,7 @@ def test_a_client_that_does_not_read_is_dropped_after_the_send_timeout() -> None
     """An answer the client does not read holds no thread; after SEND_TIMEOUT_S the connection is dropped."""
 
     async def body() -> None:
-        front = Front(FrontLimits(send_timeout_s=30))
+        front = Front(Settings(send_timeout_s=30).front)
         connection, transport = front.connect()
         transport.unsent = 10_000
         connection.data_received(GET)
@@ -478,3 +483,38 @@ def test_the_request_id_is_one_for_front_and_app() -> None:
         assert json.loads(transport.answers()[0][2])["request_id"] == "abc-1"
 
     run(body)
+
+
+def test_a_stop_while_the_app_reads_a_spooled_body_leaves_it_to_the_app(caplog: pytest.LogCaptureFixture) -> None:
+    """A quick stop aborts a connection whose request is still reading its spooled body: the app reads it whole
+    (nothing closed under it, no traceback), and the body's share of the buffer budget comes back once it is done."""
+    size = 3 * 2**20  # above the 1 MiB that is held in memory: the body is a temporary file
+    reading = threading.Event()
+    go_on = threading.Event()
+    read: list[int] = []
+
+    def slow_reader(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        stream = environ["wsgi.input"]
+        first = stream.read(1024)
+        reading.set()
+        go_on.wait(5)
+        read.append(len(first) + len(stream.read()))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    async def body() -> None:
+        front = Front(app=slow_reader)
+        connection, transport = front.connect()
+        connection.data_received(post(b"x" * size))
+        await settle(reading.is_set)
+        assert front.server.budget.used == size
+        await front.server.shutdown(0.0)  # SIGINT: the connection is aborted while its request runs
+        assert transport.closing and connection.state is State.CLOSED
+        go_on.set()
+        await settle(lambda: bool(read) and front.server.budget.used == 0)
+        assert read == [size]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unclosed spool file would be a ResourceWarning
+        run(body)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []

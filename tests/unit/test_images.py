@@ -3,6 +3,7 @@ may send; and the limits every image is held to."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from proxy.errors import InvalidImage, PayloadTooLarge
 from proxy.images import DecodeBudget, ImageInput, ImageLimits
+from proxy.settings import Settings
 
 LIMIT = 50_000_000
 
@@ -24,7 +26,9 @@ def save(image: Image.Image, fmt: str, **options: object) -> bytes:
 
 def decode_image(data: bytes, *, max_pixels: int, max_side: int = 0) -> np.ndarray:
     """The pixels a pixel-input model gets for ``data``."""
-    return ImageInput(data, ImageLimits(max_pixels=max_pixels, max_side=max_side)).pixels()
+    return ImageInput(
+        data, ImageLimits.from_settings(Settings(max_image_pixels=max_pixels, max_image_side=max_side))
+    ).pixels()
 
 
 def test_rgb_png_round_trips_exactly() -> None:
@@ -180,7 +184,8 @@ def test_draft_size_takes_the_cheapest_scale_near_the_limit(
 
 
 def _image_input(data: bytes, **limits: object) -> ImageInput:
-    return ImageInput(data, ImageLimits(**limits))  # type: ignore[arg-type]
+    # The settings' limits, with the test's own in place of some.
+    return ImageInput(data, dataclasses.replace(ImageLimits.from_settings(Settings()), **limits))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
