@@ -159,3 +159,29 @@ def test_a_new_version_brings_its_own_label_map(
             if answer == after:
                 switched.add(name)
         time.sleep(0.1)  # polling interval
+
+
+def test_encoded_inputs_batch_only_pictures_of_one_size() -> None:
+    """The exporters decode each string of an encoded-input batch and stack the pictures (tf.map_fn), so a batch
+    TF Serving merges from pictures of different sizes fails as a whole, as the README says; one size runs."""
+    import tensorflow as tf
+
+    from demo_model.exports import tf1_frozen_graph
+    from odapi.contract import InputType
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(tf1_frozen_graph(InputType.ENCODED_IMAGE_STRING_TENSOR))
+
+    def jpeg(size: tuple[int, int]) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (200, 10, 10)).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session() as session:
+            count = graph.get_tensor_by_name("num_detections:0")
+            feed = "encoded_image_string_tensor:0"
+            assert session.run(count, {feed: [jpeg((64, 48)), jpeg((64, 48))]}).shape == (2,)
+            with pytest.raises(tf.errors.InvalidArgumentError, match="Incompatible shapes"):
+                session.run(count, {feed: [jpeg((64, 48)), jpeg((80, 60))]})
