@@ -27,8 +27,8 @@ PYTEST_ARGS ?=
 LINTED := proxy converter odapi demo_model harness bench scripts tests
 
 .DEFAULT_GOAL := help
-.PHONY: help python install run default-model demo convert test clients browser lint fix bench up up-gpu down logs \
-	lock protos clean
+.PHONY: help python install run default-model demo model convert test clients browser lint fix bench up up-gpu down \
+	logs lock protos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,11 @@ default-model: $(VENV)/.run  ## put the default person detector into MODEL_DIR u
 
 demo: $(VENV)/.run  ## write the coloured-shape demo detector into MODEL_DIR (offline; make run then serves it)
 	$(BIN)/python -m demo_model "$(MODEL_DIR)"
+
+model: $(VENV)/.run  ## fetch a TF1 zoo detector into MODEL_DIR: make model NAME=ssdlite_mobilenet_v2_coco [FORCE=1]
+	@test -n "$(NAME)" || { echo "make model needs NAME=..., one of: $$($(BIN)/python -c \
+	  'from converter.zoo import MODELS; print(", ".join(MODELS))')" >&2; exit 1; }
+	$(BIN)/python -m converter fetch "$(NAME)" "$(MODEL_DIR)" $(if $(FORCE),--force)
 
 convert: default-model  ## convert MODEL_DIR's model into MODEL_BASE_PATH unless that version exists already
 	$(BIN)/python -m converter "$(MODEL_DIR)" "$(MODEL_BASE_PATH)" --if-changed

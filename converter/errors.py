@@ -7,7 +7,8 @@ ConversionError          1  conversion failed for a reason the user can fix
 ├── BadLabelMap          1  the label map is missing or malformed (file and line named)
 ├── OutputNotWritable    1  the output base directory cannot be created or written
 ├── NoModelFound         3  a model directory holds no model (``find``; conversion of a directory)
-└── FetchFailed          4  the default detector could not be fetched from the package registry
+├── FetchFailed          4  the default detector (package registry) or a zoo model (``fetch``) could not be fetched
+└── ModelDirOccupied     5  ``fetch`` would replace a model the directory holds, and was not told to (``--force``)
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class NoModelFound(ConversionError):
 
 
 class FetchFailed(ConversionError):
-    """The default detector could not be fetched or did not match its pinned SHA-256."""
+    """A model (the default detector, a zoo model) could not be fetched or put in place, or failed its SHA-256."""
 
     exit_code = 4
+
+
+class ModelDirOccupied(ConversionError):
+    """The model directory already holds a model ``fetch`` would replace, and ``--force`` was not given."""
+
+    exit_code = 5
