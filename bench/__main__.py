@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -229,19 +229,60 @@ def answer_of(client: HttpClient) -> str:
 
 
 def floor_answer(address: str, photo: bytes) -> str:
-    """The floor's detections above the threshold, counted as /classify counts them (the one class: person)."""
+    """The floor's detections above the threshold, counted per COCO class id as /classify counts them by name."""
     client = FloorClient(address, photo, stack.DEFAULT_MODEL)
     try:
         client.connect()
-        scores = client.predict()["detection_scores"].reshape(-1)
-        return json.dumps({"class 1 (person)": int((scores >= THRESHOLD).sum())})
+        outputs = client.predict()
+        scores = outputs["detection_scores"].reshape(-1)
+        classes = outputs["detection_classes"].reshape(-1)[scores > THRESHOLD]
+        return json.dumps({f"class {int(c)}": int((classes == c).sum()) for c in dict.fromkeys(classes.tolist())})
     except RequestFailed as exc:
         return f"failed: {exc}"
     finally:
         client.close()
 
 
-def run(quick: bool, out: Path) -> Results:  # noqa: PLR0915  (one measurement after the other, in order)
+@dataclass(frozen=True)
+class Processes:
+    """The processes a run measures, each started, each one's stop registered."""
+
+    models: stack.Models
+    stand_in: stack.StandIn
+    tf_floor: stack.TfFloor
+    embedded: stack.Server  # long connection timeouts: section 1's embedded proxy is section 6's too
+    front: stack.Server  # serving mode: sections 1 to 5, the large pictures, the answers
+    gthread: stack.Server
+    slow_serving: stack.Server  # serving mode with long connection timeouts, for section 6
+
+
+@dataclass
+class RunState:
+    """What the phases of a run share, and what they find besides the measurements ``bench`` keeps."""
+
+    plan: Plan
+    bench: Bench
+    processes: Processes
+    pictures: dict[str, bytes]
+    memory_idle: stack.ProcessMemory
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # input type → process → CPU seconds, all rounds
+    wire: dict[str, float] = field(default_factory=dict)  # input type → PredictRequest bytes
+    memory: stack.ProcessMemory | None = None  # after the load
+    held: dict[str, dict[str, int]] = field(default_factory=lambda: {report.SERVING: {}, report.EMBEDDED: {}})
+    answers: dict[str, str] = field(default_factory=dict)
+    cold_starts_s: list[float] = field(default_factory=list)
+
+    @property
+    def photo(self) -> bytes:
+        """The 640x480 photograph."""
+        return self.pictures[photos.SMALL]
+
+    def on_front(self) -> HttpClient:
+        """A client sending the 640x480 photograph to the serving-mode proxy."""
+        return image_client(self.processes.front.port, self.photo, CLASSIFY)
+
+
+def run(quick: bool, out: Path) -> Results:
     """Set up every process, measure, read memory; every process is stopped on the way out, whatever happens."""
     plan = Plan.make(quick)
     began = time.monotonic()
@@ -254,155 +295,209 @@ def run(quick: bool, out: Path) -> Results:  # noqa: PLR0915  (one measurement a
         # Every process started inherits it, so a leftover one can be found by its environment.
         os.environ["CLASSIFYOBJECTS_BENCH_WORK"] = str(work)
         pictures = photos.make(out)
-        photo, frame, large = pictures[photos.SMALL], pictures[photos.FRAME], pictures[photos.LARGE]
-        log("exporting and converting the real detector both ways (python -m bench.models)")
-        models = stack.prepare_models(work)
-        log("the models are " + ("from the cache" if models.cached else "exported and converted"))
-
-        log("starting the TF Serving stand-in and four proxies")
-        stand_in = stack.StandIn(models.config)
-        cleanup.callback(stand_in.stop)
-        metrics_dir = stack.metrics_dir()
-        cleanup.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
-
-        def started(server: stack.Server) -> stack.Server:
-            # Each process's stop is registered before it starts, so an interrupted start is cleaned up too.
-            cleanup.callback(server.discard_log)
-            cleanup.callback(server.stop)
-            return server
-
-        tf_floor = stack.TfFloor(models.version_dir(stack.DEFAULT_MODEL), out / f"image-{photos.SMALL}.jpg", 5)
-        cleanup.callback(tf_floor.stop)
-        embedded = started(stack.proxy(models, None, extra=stack.LONG_TIMEOUTS))
-        front = started(stack.proxy(models, stand_in.address))
-        gthread = started(stack.gthread_proxy(models, stand_in.address, metrics_dir))
-        slow_serving = started(stack.proxy(models, stand_in.address, extra=stack.LONG_TIMEOUTS))
-        # All at once: the serving-mode proxies poll /readyz until the stand-in answers.
-        _start_all(
-            {
-                "the TF Serving stand-in": stand_in.start,
-                "python -m proxy (embedded)": embedded.start,
-                "python -m proxy (serving)": front.start,
-                "gunicorn -k gthread": gthread.start,
-                "python -m proxy (serving, for slow clients)": slow_serving.start,
-                "python -m bench.tf_floor": tf_floor.start,
-            }
-        )
-        # Registered after every process's own stop, so it runs before them: all stop at once (each takes a second
-        # or two), and their own stops find nothing left to do.
-        cleanup.callback(_stop_all, [embedded, front, gthread, slow_serving])
-        memory_idle = stack.gunicorn_memory(_pid(front))
+        processes = _start(cleanup, _models(work), out)
+        memory_idle = stack.gunicorn_memory(_pid(processes.front))
         setup_s = time.monotonic() - began
         log(f"everything ready after {setup_s:.0f} s")
 
         # Registered last, so it runs first: clients stop issuing requests before their servers go away.
         cleanup.callback(stop.set)
-        bench = Bench(plan, stop)
-        address = stand_in.address
+        state = RunState(plan, Bench(plan, stop), processes, pictures, memory_idle)
+        for phase in PHASES:
+            phase(state)
+        return _results(state, quick=quick, load_at_start=load_at_start, setup_s=setup_s)
 
-        def on_front() -> HttpClient:
-            return image_client(front.port, photo, CLASSIFY)
 
-        # 1. The real detector, serving mode: the proxy against direct Predict.
-        floor_1 = Variant("direct Predict (floor)", lambda: FloorClient(address, photo, stack.DEFAULT_MODEL), 1)
-        proxy_1 = Variant("proxy, serving mode", on_front, 1)
-        bench.compare(report.S1_LATENCY, [floor_1, proxy_1], plan.latency, 5)
-        floor_8 = Variant("direct Predict (floor)", lambda: FloorClient(address, photo, stack.DEFAULT_MODEL), 8)
-        proxy_8 = Variant("proxy, serving mode", on_front, 8)
-        bench.compare(report.S1_THROUGHPUT, [floor_8, proxy_8], plan.throughput, 16)
+def _models(work: Path) -> stack.Models:
+    """The real detector both ways, exported and converted now or found in the cache."""
+    log("exporting and converting the real detector both ways (python -m bench.models)")
+    models = stack.prepare_models(work)
+    log("the models are " + ("from the cache" if models.cached else "exported and converted"))
+    return models
 
-        # 2. encoded_image_string_tensor against image_tensor: the proxy's CPU per request, bytes to TF Serving.
-        cpu: dict[str, dict[str, float]] = {}
-        variants_2 = []
-        for model, name in ((stack.DEFAULT_MODEL, report.IMAGE_TENSOR), (stack.ENCODED_MODEL, report.ENCODED)):
-            make = functools.partial(image_client, front.port, photo, f"{CLASSIFY}&model={model}")
-            bench.warm(make, 5)
-            cpu[name] = {}
-            meters = [
-                _cpu_meter(lambda: front.workers, cpu[name], report.PROXY_WORKERS),
-                _cpu_meter(lambda: [stand_in.pid], cpu[name], report.STAND_IN),
-            ]
-            variants_2.append(Variant(name, make, 1, _both(meters)))
-        bench.compare(report.S2, variants_2, plan.cpu, 0)
-        wire = {
-            report.IMAGE_TENSOR: _or_nan(lambda: wire_bytes(address, stack.DEFAULT_MODEL, photo)),
-            report.ENCODED: _or_nan(lambda: wire_bytes(address, stack.ENCODED_MODEL, photo)),
+
+def _registered(cleanup: contextlib.ExitStack, server: stack.Server) -> stack.Server:
+    # Each process's stop is registered before it starts, so an interrupted start is cleaned up too.
+    cleanup.callback(server.discard_log)
+    cleanup.callback(server.stop)
+    return server
+
+
+def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Processes:
+    """Start the TF Serving stand-in, the in-process floor and four proxies, all at once."""
+    log("starting the TF Serving stand-in and four proxies")
+    stand_in = stack.StandIn(models.config)
+    cleanup.callback(stand_in.stop)
+    metrics_dir = stack.metrics_dir()
+    cleanup.callback(shutil.rmtree, metrics_dir, ignore_errors=True)
+
+    tf_floor = stack.TfFloor(models.version_dir(stack.DEFAULT_MODEL), out / f"image-{photos.SMALL}.jpg", 5)
+    cleanup.callback(tf_floor.stop)
+    embedded = _registered(cleanup, stack.proxy(models, None, extra=stack.LONG_TIMEOUTS))
+    front = _registered(cleanup, stack.proxy(models, stand_in.address))
+    gthread = _registered(cleanup, stack.gthread_proxy(models, stand_in.address, metrics_dir))
+    slow_serving = _registered(cleanup, stack.proxy(models, stand_in.address, extra=stack.LONG_TIMEOUTS))
+    # All at once: the serving-mode proxies poll /readyz until the stand-in answers.
+    _start_all(
+        {
+            "the TF Serving stand-in": stand_in.start,
+            "python -m proxy (embedded)": embedded.start,
+            "python -m proxy (serving)": front.start,
+            "gunicorn -k gthread": gthread.start,
+            "python -m proxy (serving, for slow clients)": slow_serving.start,
+            "python -m bench.tf_floor": tf_floor.start,
         }
+    )
+    # Registered after every process's own stop, so it runs before them: all stop at once (each takes a second
+    # or two), and their own stops find nothing left to do.
+    cleanup.callback(_stop_all, [embedded, front, gthread, slow_serving])
+    return Processes(models, stand_in, tf_floor, embedded, front, gthread, slow_serving)
 
-        # 3. One JSON batch of 8 against 8 single requests in a row.
-        body = batch_body([photo] * BATCH)
-        batch = Variant(
-            f"one batch of {BATCH}",
-            lambda: HttpClient(front.port, CLASSIFY, body, {"Content-Type": "application/json"}),
-            1,
-        )
-        singles = Variant(f"{BATCH} single requests in a row", lambda: Repeated(on_front(), BATCH), 1)
-        bench.compare(report.S3, [batch, singles], plan.batches, 1)
 
-        # 4. Frigate's pattern.
-        bench.compare(
-            report.S4, [Variant("Frigate's request", lambda: FrigateClient(front.port, frame), 1)], plan.frigate, 3
-        )
+def _serving_floors(state: RunState) -> None:
+    """1. The real detector, serving mode: the proxy against direct Predict, at 1 client and at 8."""
+    address, photo = state.processes.stand_in.address, state.photo
+    floor_1 = Variant("direct Predict (floor)", lambda: FloorClient(address, photo, stack.DEFAULT_MODEL), 1)
+    proxy_1 = Variant("proxy, serving mode", state.on_front, 1)
+    state.bench.compare(report.S1_LATENCY, [floor_1, proxy_1], state.plan.latency, 5)
+    floor_8 = Variant("direct Predict (floor)", lambda: FloorClient(address, photo, stack.DEFAULT_MODEL), 8)
+    proxy_8 = Variant("proxy, serving mode", state.on_front, 8)
+    state.bench.compare(report.S1_THROUGHPUT, [floor_8, proxy_8], state.plan.throughput, 16)
 
-        # 5. The front against gunicorn's threaded worker, same app, same environment.
-        gthread_8 = Variant("gunicorn -k gthread", lambda: image_client(gthread.port, photo, CLASSIFY), 8)
-        front_8 = Variant("python -m proxy (the front)", on_front, 8)
-        bench.compare(report.S5, [gthread_8, front_8], plan.throughput, 16)
 
-        # The large picture, the memory after all that load.
-        bench.compare(
-            report.LARGE,
-            [Variant("proxy, serving mode", lambda: image_client(front.port, large, CLASSIFY), 1)],
-            plan.large,
-            2,
-        )
-        memory = stack.gunicorn_memory(_pid(front))
+def _input_types(state: RunState) -> None:
+    """2. encoded_image_string_tensor against image_tensor: the proxy's CPU per request, bytes to TF Serving."""
+    front, stand_in, photo = state.processes.front, state.processes.stand_in, state.photo
+    variants: list[Variant] = []
+    for model, name in ((stack.DEFAULT_MODEL, report.IMAGE_TENSOR), (stack.ENCODED_MODEL, report.ENCODED)):
+        make = functools.partial(image_client, front.port, photo, f"{CLASSIFY}&model={model}")
+        state.bench.warm(make, 5)
+        state.cpu[name] = {}
+        meters = [
+            _cpu_meter(lambda: front.workers, state.cpu[name], report.PROXY_WORKERS),
+            _cpu_meter(lambda: [stand_in.pid], state.cpu[name], report.STAND_IN),
+        ]
+        variants.append(Variant(name, make, 1, _both(meters)))
+    state.bench.compare(report.S2, variants, state.plan.cpu, 0)
+    address = stand_in.address
+    state.wire = {
+        report.IMAGE_TENSOR: _or_nan(lambda: wire_bytes(address, stack.DEFAULT_MODEL, photo)),
+        report.ENCODED: _or_nan(lambda: wire_bytes(address, stack.ENCODED_MODEL, photo)),
+    }
 
-        # 6. Slow clients, serving mode.
-        held: dict[str, dict[str, int]] = {report.SERVING: {}, report.EMBEDDED: {}}
-        _slow_section(bench, plan, slow_serving, photo=photo, section=report.S6_SERVING, held=held[report.SERVING])
 
-        # 1, embedded: the embedded proxy against TensorFlow in a process of its own, one request at a time.
-        in_process = Variant("in-process TensorFlow (floor)", _no_client, 1, runner=_floor_rounds(tf_floor))
-        proxy_embedded = Variant("proxy, embedded mode", lambda: image_client(embedded.port, photo, CLASSIFY), 1)
-        bench.compare(report.S1_EMBEDDED, [in_process, proxy_embedded], plan.latency, 5)
-        tf_floor.stop()
+def _batch(state: RunState) -> None:
+    """3. One JSON batch of 8 against 8 single requests in a row."""
+    port, body = state.processes.front.port, batch_body([state.photo] * BATCH)
+    batch = Variant(
+        f"one batch of {BATCH}", lambda: HttpClient(port, CLASSIFY, body, {"Content-Type": "application/json"}), 1
+    )
+    singles = Variant(f"{BATCH} single requests in a row", lambda: Repeated(state.on_front(), BATCH), 1)
+    state.bench.compare(report.S3, [batch, singles], state.plan.batches, 1)
 
-        # 6, embedded.
-        _slow_section(bench, plan, embedded, photo=photo, section=report.S6_EMBEDDED, held=held[report.EMBEDDED])
 
-        log("answers, cold starts")
-        answers = {
-            "direct Predict (floor), detector": floor_answer(address, photo),
-            "proxy, serving mode, detector (image_tensor)": answer_of(on_front()),
-            "proxy, serving mode, person-encoded": answer_of(
-                image_client(front.port, photo, f"{CLASSIFY}&model={stack.ENCODED_MODEL}")
-            ),
-            "proxy, embedded mode, detector": answer_of(image_client(embedded.port, photo, CLASSIFY)),
-        }
-        cold_starts = [stack.cold_start_s(models, address) for _ in range(plan.cold_starts)]
-        requests_2 = {name: _sent(bench, report.S2, name) for name in (report.IMAGE_TENSOR, report.ENCODED)}
-        return Results(
-            quick=quick,
-            machine=report.machine(load_at_start, report.code_version()),
-            measurements=bench.measurements,
-            cpu_ms={
-                name: {who: 1000 * seconds / max(1, requests_2[name]) for who, seconds in used.items()}
-                for name, used in cpu.items()
-            },
-            wire_bytes=wire,
-            photo_bytes={name: len(data) for name, data in pictures.items()},
-            slow_connections=plan.slow_connections,
-            slow_held=held,
-            memory_idle=memory_idle,
-            memory=memory,
-            cold_starts_s=cold_starts,
-            answers=answers,
-            threshold=THRESHOLD,
-            setup_s=setup_s,
-            model_prep_s=models.export_s + models.convert_s,
-            models_cached=models.cached,
-        )
+def _frigate(state: RunState) -> None:
+    """4. Frigate's pattern."""
+    port, frame = state.processes.front.port, state.pictures[photos.FRAME]
+    frigate = Variant("Frigate's request", lambda: FrigateClient(port, frame), 1)
+    state.bench.compare(report.S4, [frigate], state.plan.frigate, 3)
+
+
+def _front_vs_gthread(state: RunState) -> None:
+    """5. The front against gunicorn's threaded worker, same app, same environment."""
+    port, photo = state.processes.gthread.port, state.photo
+    gthread_8 = Variant("gunicorn -k gthread", lambda: image_client(port, photo, CLASSIFY), 8)
+    front_8 = Variant("python -m proxy (the front)", state.on_front, 8)
+    state.bench.compare(report.S5, [gthread_8, front_8], state.plan.throughput, 16)
+
+
+def _large_then_memory(state: RunState) -> None:
+    """The large picture; then the serving-mode proxy's memory, after all that load."""
+    front, large = state.processes.front, state.pictures[photos.LARGE]
+    proxy = Variant("proxy, serving mode", lambda: image_client(front.port, large, CLASSIFY), 1)
+    state.bench.compare(report.LARGE, [proxy], state.plan.large, 2)
+    state.memory = stack.gunicorn_memory(_pid(front))
+
+
+def _slow_serving(state: RunState) -> None:
+    """6. Slow clients, serving mode: a proxy of its own on the same stand-in."""
+    server, held = state.processes.slow_serving, state.held[report.SERVING]
+    _slow_section(state.bench, state.plan, server, photo=state.photo, section=report.S6_SERVING, held=held)
+
+
+def _embedded_floor(state: RunState) -> None:
+    """1, embedded: the embedded proxy against TensorFlow in a process of its own, one request at a time."""
+    tf_floor, port, photo = state.processes.tf_floor, state.processes.embedded.port, state.photo
+    in_process = Variant("in-process TensorFlow (floor)", _no_client, 1, runner=_floor_rounds(tf_floor))
+    proxy_embedded = Variant("proxy, embedded mode", lambda: image_client(port, photo, CLASSIFY), 1)
+    state.bench.compare(report.S1_EMBEDDED, [in_process, proxy_embedded], state.plan.latency, 5)
+    tf_floor.stop()
+
+
+def _slow_embedded(state: RunState) -> None:
+    """6. Slow clients, embedded mode: the embedded proxy of section 1."""
+    server, held = state.processes.embedded, state.held[report.EMBEDDED]
+    _slow_section(state.bench, state.plan, server, photo=state.photo, section=report.S6_EMBEDDED, held=held)
+
+
+def _answers_and_cold_starts(state: RunState) -> None:
+    """One request's answer from each, after the measurements; then the proxy's cold starts."""
+    log("answers, cold starts")
+    front, embedded, photo = state.processes.front, state.processes.embedded, state.photo
+    address = state.processes.stand_in.address
+    state.answers = {
+        "direct Predict (floor), detector": floor_answer(address, photo),
+        "proxy, serving mode, detector (image_tensor)": answer_of(state.on_front()),
+        "proxy, serving mode, detector-encoded": answer_of(
+            image_client(front.port, photo, f"{CLASSIFY}&model={stack.ENCODED_MODEL}")
+        ),
+        "proxy, embedded mode, detector": answer_of(image_client(embedded.port, photo, CLASSIFY)),
+    }
+    state.cold_starts_s = [stack.cold_start_s(state.processes.models, address) for _ in range(state.plan.cold_starts)]
+
+
+# The phases of a run, in the order they run: adding a measurement is adding a phase.
+PHASES: tuple[Callable[[RunState], None], ...] = (
+    _serving_floors,
+    _input_types,
+    _batch,
+    _frigate,
+    _front_vs_gthread,
+    _large_then_memory,  # after sections 1 to 5: its memory is the memory after their load
+    _slow_serving,
+    _embedded_floor,
+    _slow_embedded,
+    _answers_and_cold_starts,
+)
+
+
+def _results(state: RunState, *, quick: bool, load_at_start: str, setup_s: float) -> Results:
+    """What the phases found, with section 2's CPU time per request sent."""
+    if state.memory is None:
+        raise stack.StackError("no phase read the memory after the load")
+    requests_2 = {name: _sent(state.bench, report.S2, name) for name in (report.IMAGE_TENSOR, report.ENCODED)}
+    models = state.processes.models
+    return Results(
+        quick=quick,
+        machine=report.machine(load_at_start, report.code_version()),
+        measurements=state.bench.measurements,
+        cpu_ms={
+            name: {who: 1000 * seconds / max(1, requests_2[name]) for who, seconds in used.items()}
+            for name, used in state.cpu.items()
+        },
+        wire_bytes=state.wire,
+        photo_bytes={name: len(data) for name, data in state.pictures.items()},
+        slow_connections=state.plan.slow_connections,
+        slow_held=state.held,
+        memory_idle=state.memory_idle,
+        memory=state.memory,
+        cold_starts_s=state.cold_starts_s,
+        answers=state.answers,
+        threshold=THRESHOLD,
+        setup_s=setup_s,
+        model_prep_s=models.export_s + models.convert_s,
+        models_cached=models.cached,
+    )
 
 
 def _no_client() -> Client:

@@ -3,16 +3,16 @@
 Run as a subprocess by ``bench.stack.prepare_models`` (it imports TensorFlow; the load generator never does). As
 the test suite's zoo builds them (``tests/support/zoo.py``), without importing it:
 
-    WORK/exports/detector         the default SSDLite person detector: its TF1 frozen graph (image_tensor), as fetched
-    WORK/exports/person-encoded   the same network behind an encoded_image_string_tensor input (the TF1 exporter's)
+    WORK/exports/detector           the default COCO SSDLite detector: its TF1 frozen graph (image_tensor), as built
+    WORK/exports/detector-encoded   the same network behind an encoded_image_string_tensor input (the TF1 exporter's)
     WORK/models/<name>/1          each converted by the project's converter (``converter.convert``, with warm-up)
     WORK/models.config            a TF Serving ModelServerConfig listing both
 
 The result is cached under the converter's cache directory (``$CLASSIFYOBJECTS_CACHE``, else
 ``~/.cache/classifyobjects``) in ``bench-models/<key>``, the key a digest of everything the files depend on: the
-detector's pinned SHA-256, TensorFlow's version, and the sources of ``converter/``, ``demo_model/``, ``odapi/`` and
-this module. A cache hit imports no TensorFlow; a fresh build removes the other keys' files. Where the cache cannot
-be written, WORK is used.
+COCO package's pinned SHA-256 and its builder's version, TensorFlow's version, and the sources of ``converter/``,
+``demo_model/``, ``odapi/`` and this module. A cache hit imports no TensorFlow; a fresh build removes the other keys'
+files. Where the cache cannot be written, WORK is used.
 
 It prints one JSON line: the model names and base paths, the seconds the export and the conversion took, and
 whether they came from the cache.
@@ -32,34 +32,35 @@ import time
 from pathlib import Path
 
 DEFAULT = "detector"
-ENCODED = "person-encoded"
+ENCODED = "detector-encoded"
 
 
 def build(work: Path, final: Path) -> dict[str, object]:
     """Write both exports, convert them, write the config into ``work``, naming paths as they will be once ``work``
     is moved to ``final``; returns what was written."""
     from converter import convert
-    from converter.default_model import LABEL_MAP_TEXT, fetch
+    from converter.default_model import cache_dir, coco_default
     from demo_model.exports import frozen_detector, tf1_frozen_graph
     from odapi.contract import InputType
 
     began = time.perf_counter()
-    graph = fetch().read_bytes()
+    coco = coco_default(cache_dir())
+    graph = coco.graph.read_bytes()
     exports = work / "exports"
-    person = exports / DEFAULT
-    person.mkdir(parents=True, exist_ok=True)
-    (person / "frozen_inference_graph.pb").write_bytes(graph)
-    (person / "label_map.pbtxt").write_text(LABEL_MAP_TEXT, encoding="utf-8")
+    detector = exports / DEFAULT
+    detector.mkdir(parents=True, exist_ok=True)
+    (detector / "frozen_inference_graph.pb").write_bytes(graph)
+    (detector / "label_map.pbtxt").write_text(coco.label_map_text, encoding="utf-8")
     encoded = exports / ENCODED
     encoded.mkdir(parents=True, exist_ok=True)
     encoded_graph = tf1_frozen_graph(InputType.ENCODED_IMAGE_STRING_TENSOR, frozen_detector(graph))
     (encoded / "frozen_inference_graph.pb").write_bytes(encoded_graph)
-    (encoded / "label_map.pbtxt").write_text(LABEL_MAP_TEXT, encoding="utf-8")
+    (encoded / "label_map.pbtxt").write_text(coco.label_map_text, encoding="utf-8")
     exported = time.perf_counter()
 
     models: dict[str, str] = {}
     input_types: dict[str, str] = {}
-    for directory in (person, encoded):
+    for directory in (detector, encoded):
         result = convert(directory, work / "models" / directory.name, warmup=True)
         models[directory.name] = str(final / "models" / directory.name)
         input_types[directory.name] = str(result.input_type)
@@ -82,9 +83,10 @@ RESULT = "bench-models.json"
 
 def cache_key() -> str:
     """A digest of everything the exported and converted files depend on."""
-    from converter.default_model import SHA256
+    from converter.coco import BUILDER_VERSION, TARBALL_SHA256
 
-    digest = hashlib.sha256(f"{SHA256} tensorflow=={importlib.metadata.version('tensorflow')}".encode())
+    tensorflow = importlib.metadata.version("tensorflow")
+    digest = hashlib.sha256(f"{TARBALL_SHA256} b{BUILDER_VERSION} tensorflow=={tensorflow}".encode())
     root = Path(__file__).resolve().parents[1]
     sources = [Path(__file__).resolve()]
     for package in ("converter", "demo_model", "odapi"):

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import datetime
+import enum
 import importlib.metadata
 import math
 import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.load import Measurement
 from bench.slow import KINDS, PIPELINED, TRICKLE_LENGTH
 from bench.stack import ProcessMemory
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 # Measurement sections, as the tables and the chart name them.
 S1_LATENCY = "1. serving, 640x480, 1 client"
@@ -35,22 +40,34 @@ SERVING, EMBEDDED = "serving", "embedded"
 FRIGATE_TIMEOUT_S = 0.1  # Frigate's DeepStack detector: api_timeout defaults to 0.1 s
 
 
+class Comparison(enum.Enum):
+    """Which side of its bound a target's value must be on; the value is the sign the tables show."""
+
+    AT_MOST = "≤"
+    AT_LEAST = "≥"
+
+    def holds(self, value: float, bound: float) -> bool:
+        """Whether ``value`` is on the right side of ``bound``."""
+        return value <= bound if self is Comparison.AT_MOST else value >= bound
+
+
+AT_MOST, AT_LEAST = Comparison.AT_MOST, Comparison.AT_LEAST
+
+
 @dataclass(frozen=True)
 class Check:
-    """One target: what was measured, the bound, and whether it was met."""
+    """One target as measured: its value, the bound, and whether it was met."""
 
     name: str
     value: float
     bound: float
-    at_most: bool  # True: value <= bound passes; False: value >= bound passes
+    comparison: Comparison
     unit: str = "x"
 
     @property
     def passed(self) -> bool:
         """PASS when the value is known and on the right side of the bound."""
-        if math.isnan(self.value):
-            return False
-        return self.value <= self.bound if self.at_most else self.value >= self.bound
+        return not math.isnan(self.value) and self.comparison.holds(self.value, self.bound)
 
     @property
     def verdict(self) -> str:
@@ -59,8 +76,8 @@ class Check:
 
     def row(self) -> list[str]:
         """The check as table cells: name, measured, target, PASS/MISS."""
-        sign = "≤" if self.at_most else "≥"
-        return [self.name, _number(self.value, self.unit), f"{sign} {_number(self.bound, self.unit)}", self.verdict]
+        bound = f"{self.comparison.value} {_number(self.bound, self.unit)}"
+        return [self.name, _number(self.value, self.unit), bound, self.verdict]
 
 
 @dataclass
@@ -122,97 +139,169 @@ class Results:
 
     def checks(self) -> list[Check]:
         """Every target, in the order of the sections."""
-        serving_tf = float(sum(self.memory.workers_load_tensorflow.values()))
-        checks = [
-            Check(
-                "1. serving, 640x480, 1 client: p50 proxy / direct Predict",
-                _ratio(self.p(50, S1_LATENCY, "proxy"), self.p(50, S1_LATENCY, "direct")),
-                1.15,
-                at_most=True,
-            ),
-            Check(
-                "1. serving, 640x480, 8 clients: throughput proxy / direct Predict",
-                _ratio(self.throughput(S1_THROUGHPUT, "proxy"), self.throughput(S1_THROUGHPUT, "direct")),
-                0.9,
-                at_most=False,
-            ),
-            Check(
-                "1. embedded, 640x480, 1 client: p50 proxy / in-process TensorFlow",
-                _ratio(self.p(50, S1_EMBEDDED, "proxy"), self.p(50, S1_EMBEDDED, "in-process")),
-                1.15,
-                at_most=True,
-            ),
-            Check(
-                "2. proxy CPU per request: encoded_image_string_tensor / image_tensor",
-                _ratio(self.cpu_ms[ENCODED][PROXY_WORKERS], self.cpu_ms[IMAGE_TENSOR][PROXY_WORKERS]),
-                0.75,
-                at_most=True,
-            ),
-            Check(
-                "2. PredictRequest bytes: encoded_image_string_tensor / image_tensor",
-                _ratio(self.wire_bytes[ENCODED], self.wire_bytes[IMAGE_TENSOR]),
-                0.25,
-                at_most=True,
-            ),
-            Check(
-                "3. wall time: one batch of 8 / 8 single requests in a row",
-                _ratio(self.p(50, S3, "one batch"), self.p(50, S3, "8 single")),
-                1.0,
-                at_most=True,
-            ),
-            Check("4. Frigate, 320x320, 1 client: p99", self.p(99, S4), FRIGATE_TIMEOUT_S * 1000, True, "ms"),
-            Check(
-                "5. 8 clients: throughput front / gthread",
-                _ratio(self.throughput(S5, "python -m proxy"), self.throughput(S5, "gunicorn")),
-                0.9,
-                at_most=False,
-            ),
-            Check(
-                "5. 8 clients: p50 front / gthread",
-                _ratio(self.p(50, S5, "python -m proxy"), self.p(50, S5, "gunicorn")),
-                1.1,
-                at_most=True,
-            ),
-        ]
-        for mode, section in ((SERVING, S6_SERVING), (EMBEDDED, S6_EMBEDDED)):
-            with_slow = f"{_ordinary(self, section)}, {self.slow_connections}"
-            alone = f"{_ordinary(self, section)}, alone"
-            checks += [
-                Check(
-                    f"6. {mode}: ordinary p50 with / without slow connections",
-                    _ratio(self.p(50, section, with_slow), self.p(50, section, alone)),
-                    1.5,
-                    at_most=True,
-                ),
-                Check(
-                    f"6. {mode}: ordinary p99 with / without slow connections",
-                    _ratio(self.p(99, section, with_slow), self.p(99, section, alone)),
-                    1.5,
-                    at_most=True,
-                ),
-                Check(
-                    f"6. {mode}: failed ordinary requests with slow connections",
-                    self.failures(section, with_slow),
-                    0,
-                    True,
-                    "requests",
-                ),
-                Check(f"6. {mode}: slow connections still held at the end", self.held_share(mode), 1.0, False, "%"),
-            ]
-        checks += [
-            Check(
-                "serving, 1 client: p50 4000x3000 / 640x480",
-                _ratio(self.p(50, LARGE), self.p(50, S1_LATENCY, "proxy")),
-                3.0,
-                at_most=True,
-            ),
-            Check(
-                "serving-mode proxy worker RSS after the load (largest)", self.memory.largest_worker_mb, 150, True, "MB"
-            ),
-            Check("python -m proxy to first 200 on /healthz (median)", self.cold_start_s, 2.0, True, "s"),
-            Check("serving-mode proxy workers with TensorFlow mapped", serving_tf, 0, True, "workers"),
-        ]
-        return checks
+        return [target.check(self) for target in TARGETS]
+
+
+# How a target's value is computed from the results: the helpers below build them from what they measure.
+Value = Callable[[Results], float]
+
+
+def _p(q: float, section: str, variant_prefix: str = "") -> Value:
+    return lambda results: results.p(q, section, variant_prefix)
+
+
+def _throughput(section: str, variant_prefix: str) -> Value:
+    return lambda results: results.throughput(section, variant_prefix)
+
+
+def _over(numerator: Value, denominator: Value) -> Value:
+    return lambda results: _ratio(numerator(results), denominator(results))
+
+
+def _slow_variant(results: Results, section: str, *, with_slow: bool) -> str:
+    """The prefix of section 6's variant with the slow connections, or of the one without."""
+    ordinary = _ordinary(results, section)
+    return f"{ordinary}, {results.slow_connections}" if with_slow else f"{ordinary}, alone"
+
+
+def _slow_p(q: float, section: str, *, with_slow: bool) -> Value:
+    return lambda results: results.p(q, section, _slow_variant(results, section, with_slow=with_slow))
+
+
+def _slow_failures(section: str) -> Value:
+    return lambda results: results.failures(section, _slow_variant(results, section, with_slow=True))
+
+
+def _held_share(mode: str) -> Value:
+    return lambda results: results.held_share(mode)
+
+
+def _proxy_cpu(input_type: str) -> Value:
+    return lambda results: results.cpu_ms[input_type][PROXY_WORKERS]
+
+
+def _wire_bytes(input_type: str) -> Value:
+    return lambda results: results.wire_bytes[input_type]
+
+
+def _serving_workers_with_tensorflow(results: Results) -> float:
+    return float(sum(results.memory.workers_load_tensorflow.values()))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the targets table: its name, how its value is computed, the bound it must meet, the unit shown."""
+
+    name: str
+    value: Value
+    comparison: Comparison
+    bound: float
+    unit: str = "x"  # also picks the number's format: see _FORMATS
+
+    def check(self, results: Results) -> Check:
+        """The target as measured in ``results``."""
+        return Check(self.name, self.value(results), self.bound, self.comparison, self.unit)
+
+
+def _slow_targets(mode: str, section: str) -> tuple[Target, ...]:
+    """Section 6's targets for one mode."""
+    return (
+        Target(
+            f"6. {mode}: ordinary p50 with / without slow connections",
+            _over(_slow_p(50, section, with_slow=True), _slow_p(50, section, with_slow=False)),
+            AT_MOST,
+            1.5,
+        ),
+        Target(
+            f"6. {mode}: ordinary p99 with / without slow connections",
+            _over(_slow_p(99, section, with_slow=True), _slow_p(99, section, with_slow=False)),
+            AT_MOST,
+            1.5,
+        ),
+        Target(
+            f"6. {mode}: failed ordinary requests with slow connections",
+            _slow_failures(section),
+            AT_MOST,
+            0,
+            "requests",
+        ),
+        Target(f"6. {mode}: slow connections still held at the end", _held_share(mode), AT_LEAST, 1.0, "%"),
+    )
+
+
+# Every target, in the order of the sections; the targets table and the printed summary walk it.
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "1. serving, 640x480, 1 client: p50 proxy / direct Predict",
+        _over(_p(50, S1_LATENCY, "proxy"), _p(50, S1_LATENCY, "direct")),
+        AT_MOST,
+        1.15,
+    ),
+    Target(
+        "1. serving, 640x480, 8 clients: throughput proxy / direct Predict",
+        _over(_throughput(S1_THROUGHPUT, "proxy"), _throughput(S1_THROUGHPUT, "direct")),
+        AT_LEAST,
+        0.9,
+    ),
+    Target(
+        "1. embedded, 640x480, 1 client: p50 proxy / in-process TensorFlow",
+        _over(_p(50, S1_EMBEDDED, "proxy"), _p(50, S1_EMBEDDED, "in-process")),
+        AT_MOST,
+        1.15,
+    ),
+    Target(
+        "2. proxy CPU per request: encoded_image_string_tensor / image_tensor",
+        _over(_proxy_cpu(ENCODED), _proxy_cpu(IMAGE_TENSOR)),
+        AT_MOST,
+        0.75,
+    ),
+    Target(
+        "2. PredictRequest bytes: encoded_image_string_tensor / image_tensor",
+        _over(_wire_bytes(ENCODED), _wire_bytes(IMAGE_TENSOR)),
+        AT_MOST,
+        0.25,
+    ),
+    Target(
+        "3. wall time: one batch of 8 / 8 single requests in a row",
+        _over(_p(50, S3, "one batch"), _p(50, S3, "8 single")),
+        AT_MOST,
+        1.0,
+    ),
+    Target("4. Frigate, 320x320, 1 client: p99", _p(99, S4), AT_MOST, FRIGATE_TIMEOUT_S * 1000, "ms"),
+    Target(
+        "5. 8 clients: throughput front / gthread",
+        _over(_throughput(S5, "python -m proxy"), _throughput(S5, "gunicorn")),
+        AT_LEAST,
+        0.9,
+    ),
+    Target(
+        "5. 8 clients: p50 front / gthread",
+        _over(_p(50, S5, "python -m proxy"), _p(50, S5, "gunicorn")),
+        AT_MOST,
+        1.1,
+    ),
+    *_slow_targets(SERVING, S6_SERVING),
+    *_slow_targets(EMBEDDED, S6_EMBEDDED),
+    Target(
+        "serving, 1 client: p50 4000x3000 / 640x480",
+        _over(_p(50, LARGE), _p(50, S1_LATENCY, "proxy")),
+        AT_MOST,
+        3.0,
+    ),
+    Target(
+        "serving-mode proxy worker RSS after the load (largest)",
+        lambda results: results.memory.largest_worker_mb,
+        AT_MOST,
+        150,
+        "MB",
+    ),
+    Target(
+        "python -m proxy to first 200 on /healthz (median)", lambda results: results.cold_start_s, AT_MOST, 2.0, "s"
+    ),
+    Target(
+        "serving-mode proxy workers with TensorFlow mapped", _serving_workers_with_tensorflow, AT_MOST, 0, "workers"
+    ),
+)
 
 
 def _ordinary(results: Results, section: str) -> str:
@@ -380,9 +469,10 @@ def _memory_line(name: str, memory: ProcessMemory) -> str:
 GENERAL = [
     "Everything runs on 127.0.0.1 of this one machine: the load generator (one Python process, a thread per "
     "client), the proxies and the TF Serving stand-in share its cores.",
-    "Model: the real default detector (SSDLite-MobileNetV2 person detector, `converter.default_model.fetch()`, a TF1 "
-    "frozen graph with an `image_tensor` input), and the same network behind an `encoded_image_string_tensor` "
-    "input (`demo_model.exports.tf1_frozen_graph(ENCODED_IMAGE_STRING_TENSOR, frozen_detector(graph))`), both "
+    "Model: the real default detector (SSDLite-MobileNetV2 trained on COCO, 80 classes, "
+    "`converter.default_model.coco_default()`, a TF1 frozen graph with an `image_tensor` input), and the same "
+    "network behind an `encoded_image_string_tensor` input "
+    "(`demo_model.exports.tf1_frozen_graph(ENCODED_IMAGE_STRING_TENSOR, frozen_detector(graph))`), both "
     "converted with warm-up records by the project's converter (`python -m bench.models`).",
     "TF Serving: the stand-in `tests.support.fake_tfserving` (a TensorFlow Session per model over the converted "
     "SavedModels, 32 gRPC threads), started with `harness.tfserving.start_server`; the real binary cannot run here.",
@@ -403,11 +493,16 @@ GENERAL = [
 ]
 
 
-def _sections(results: Results) -> list[str]:
-    cpu, wire = results.cpu_ms, results.wire_bytes
-    photo_kb = results.photo_bytes.get("640x480", 0) / 1000
-    parts = ["## 1. The real detector against its floors", ""]
-    parts += [
+@dataclass(frozen=True)
+class Section:
+    """One ``## heading`` of ``results.md`` after the general ones, and the lines that follow it."""
+
+    heading: str
+    body: Callable[[Results], list[str]]
+
+
+def _floors(results: Results) -> list[str]:
+    return [
         "- **Serving mode**: `POST /classify` with the 640x480 JPEG as the body to the serving-mode proxy, against "
         "**direct Predict** (the floor): a client that decodes the same JPEG itself (Pillow, `np.asarray`), builds "
         "the `PredictRequest` (`tensor_content`) and calls `Predict` on the same stand-in over its own gRPC channel. "
@@ -425,10 +520,14 @@ def _sections(results: Results) -> list[str]:
         "",
         *_errors(results, [S1_LATENCY, S1_THROUGHPUT, S1_EMBEDDED]),
     ]
-    parts += ["## 2. `encoded_image_string_tensor` against `image_tensor`", ""]
-    parts += [
+
+
+def _input_types(results: Results) -> list[str]:
+    cpu, wire = results.cpu_ms, results.wire_bytes
+    photo_kb = results.photo_bytes.get("640x480", 0) / 1000
+    return [
         "The same 640x480 request to the serving-mode proxy, `?model=detector` (image_tensor: the proxy decodes the "
-        "JPEG and sends pixels) and `?model=person-encoded` (the proxy forwards the JPEG's bytes as sent; the model "
+        "JPEG and sends pixels) and `?model=detector-encoded` (the proxy forwards the JPEG's bytes as sent; the model "
         "decodes them), alternating rounds at 1 client, no warm-up inside the rounds (5 untimed requests each "
         "before).",
         "- **CPU per request**: user + system time of every proxy worker (`/proc/<pid>/stat` fields 14 and 15, all "
@@ -459,8 +558,10 @@ def _sections(results: Results) -> list[str]:
         "",
         *_errors(results, [S2]),
     ]
-    parts += ["## 3. A batch against single requests", ""]
-    parts += [
+
+
+def _batch(results: Results) -> list[str]:
+    return [
         'One `POST /classify` with `{"images": [8 x base64 of the 640x480 JPEG]}` (`Content-Type: '
         "application/json`) against 8 `POST /classify` of the JPEG in a row on one connection; each timed as a "
         "whole (the wall time below is its latency), 1 client, serving mode.",
@@ -469,10 +570,12 @@ def _sections(results: Results) -> list[str]:
         "",
         *_errors(results, [S3]),
     ]
-    parts += ["## 4. Frigate's pattern", ""]
+
+
+def _frigate(results: Results) -> list[str]:
     over = results.find(S4)
     share = over.share_over(FRIGATE_TIMEOUT_S) if over else math.nan
-    parts += [
+    return [
         "Frigate's DeepStack detector (frigate/detectors/plugins/deepstack.py) as it sends: one `requests.Session` "
         'kept alive, `session.post(URL, data={"api_key": ""}, files={"image": jpeg})` to '
         "`/v1/vision/detection`, the answer parsed as JSON; one frame at a time (Frigate's detector process "
@@ -486,8 +589,10 @@ def _sections(results: Results) -> list[str]:
         "",
         *_errors(results, [S4]),
     ]
-    parts += ["## 5. The front against gunicorn's threaded worker", ""]
-    parts += [
+
+
+def _front_vs_gthread(results: Results) -> list[str]:
+    return [
         "The same app and environment (`SERVING_ADDRESS`, `MODELS`, ...) under `gunicorn -k gthread --threads 8 "
         "--workers 2 'proxy.app:create_app()'` and under `python -m proxy` (2 workers x 8 threads, the front); a "
         "fresh `PROMETHEUS_MULTIPROC_DIR` for gthread, as `python -m proxy` makes for itself. `python -m proxy` "
@@ -498,9 +603,11 @@ def _sections(results: Results) -> list[str]:
         "",
         *_errors(results, [S5]),
     ]
-    parts += ["## 6. Slow clients", ""]
+
+
+def _slow_clients(results: Results) -> list[str]:
     count = results.slow_connections
-    parts += [
+    parts = [
         f"{count} connections held open against a proxy while 4 ordinary clients send `POST /classify` with the "
         "640x480 JPEG, against the same clients with none; rounds alternate, the slow connections are opened "
         "before each round with them (and a short settling pause) and closed after it. A quarter of each kind: "
@@ -524,9 +631,11 @@ def _sections(results: Results) -> list[str]:
         parts.append(
             f"- {mode}: still held at the end of the last round: {sum(held.values())} of {count} ({per_kind})."
         )
-    parts += ["", *_errors(results, [S6_SERVING, S6_EMBEDDED])]
-    parts += ["## Large pictures, memory, start-up", ""]
-    parts += [
+    return [*parts, "", *_errors(results, [S6_SERVING, S6_EMBEDDED])]
+
+
+def _large_memory_start_up(results: Results) -> list[str]:
+    return [
         "- **4000x3000**: the 4000x3000 JPEG to the serving-mode proxy, 1 client, its p50 against the proxy's 640x480 "
         "p50 of section 1 (the proxy decodes large JPEGs at a reduced DCT scale, `MAX_IMAGE_SIDE=1024`).",
         "",
@@ -543,19 +652,33 @@ def _sections(results: Results) -> list[str]:
         + f"; median {results.cold_start_s:.2f} s.",
         "",
     ]
-    parts += ["## Answers", ""]
-    parts += [
+
+
+def _answers(results: Results) -> list[str]:
+    return [
         f"One request each, after the measurements, the 640x480 photograph, threshold {results.threshold} (the floor's "
         "scores counted the same way):",
         "",
         table(["who", "answer"], [[who, f"`{answer}`"] for who, answer in results.answers.items()]),
         "",
     ]
-    return parts
 
 
-def markdown(results: Results, chart_name: str) -> str:
-    """The whole ``results.md``."""
+# The sections after the targets and the general method, in order: adding a section is adding a row.
+SECTIONS: tuple[Section, ...] = (
+    Section("1. The real detector against its floors", _floors),
+    Section("2. `encoded_image_string_tensor` against `image_tensor`", _input_types),
+    Section("3. A batch against single requests", _batch),
+    Section("4. Frigate's pattern", _frigate),
+    Section("5. The front against gunicorn's threaded worker", _front_vs_gthread),
+    Section("6. Slow clients", _slow_clients),
+    Section("Large pictures, memory, start-up", _large_memory_start_up),
+    Section("Answers", _answers),
+)
+
+
+def _written_by(results: Results) -> list[str]:
+    """The title and how the run went."""
     parts = ["# `make bench` results", ""]
     if results.quick:
         parts += ["**Quick run (`--quick`): a few requests per measurement, the numbers mean nothing.**", ""]
@@ -565,11 +688,16 @@ def markdown(results: Results, chart_name: str) -> str:
         if results.models_cached
         else f"{results.model_prep_s:.0f} s of it exporting and converting the models"
     )
-    parts += [
+    return [
+        *parts,
         f"Written by `python -m bench` in {results.duration_s:.0f} s ({results.setup_s:.0f} s of it setting up, "
         f"{models}). Every ratio compares numbers measured in this same run.",
         "",
     ]
+
+
+def _machine_table(results: Results) -> str:
+    """The machine, and how much of it other work took during the run."""
     machine_rows = [[key, value] for key, value in results.machine.items()]
     cores = int(results.machine.get("cores", "1") or 1)
     machine_rows.append(
@@ -582,11 +710,141 @@ def markdown(results: Results, chart_name: str) -> str:
     machine_rows.append(
         ["CPU time stolen by the hypervisor during the run", f"{results.steal_s:.0f} s (`/proc/stat` steal)"]
     )
-    parts += ["## Machine", "", table(["", ""], machine_rows), ""]
+    return table(["", ""], machine_rows)
+
+
+def markdown(results: Results, chart_name: str) -> str:
+    """The whole ``results.md``."""
+    parts = _written_by(results)
+    parts += ["## Machine", "", _machine_table(results), ""]
     parts += ["## Targets", "", checks_table(results), "", f"![the measurements]({chart_name})", ""]
     parts += ["## How everything is measured", "", *[f"- {line}" for line in GENERAL], ""]
-    parts += _sections(results)
+    for section in SECTIONS:
+        parts += [f"## {section.heading}", "", *section.body(results)]
     return "\n".join(parts)
+
+
+FLOOR_COLOUR, PROXY_COLOUR, OTHER_COLOUR = "tab:green", "tab:blue", "tab:orange"
+
+
+def _bars(ax: Axes, labels: list[str], values: list[float], *, colours: list[str], unit: str, title: str) -> None:
+    """A bar per value, each annotated with its number (n/a for one not measured)."""
+    positions = list(range(len(values)))
+    ax.bar(positions, [0 if math.isnan(v) else v for v in values], color=colours)
+    for x, value in zip(positions, values, strict=True):
+        text = "n/a" if math.isnan(value) else f"{value:.1f}"
+        ax.annotate(text, (x, 0 if math.isnan(value) else value), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(positions, labels, fontsize=8)
+    ax.set_ylabel(unit)
+    ax.set_title(title, fontsize=10)
+
+
+def _floors_panel(ax: Axes, results: Results) -> None:
+    _bars(
+        ax,
+        ["serving\nfloor", "serving\nproxy", "embedded\nfloor", "embedded\nproxy"],
+        [
+            results.p(50, S1_LATENCY, "direct"),
+            results.p(50, S1_LATENCY, "proxy"),
+            results.p(50, S1_EMBEDDED, "in-process"),
+            results.p(50, S1_EMBEDDED, "proxy"),
+        ],
+        colours=[FLOOR_COLOUR, PROXY_COLOUR, FLOOR_COLOUR, PROXY_COLOUR],
+        unit="p50 ms",
+        title="1. 640x480, 1 client: p50 against the floors",
+    )
+
+
+def _throughput_panel(ax: Axes, results: Results) -> None:
+    _bars(
+        ax,
+        ["direct\nPredict", "proxy\n(front)", "gunicorn\ngthread", "proxy\n(front)"],
+        [
+            results.throughput(S1_THROUGHPUT, "direct"),
+            results.throughput(S1_THROUGHPUT, "proxy"),
+            results.throughput(S5, "gunicorn"),
+            results.throughput(S5, "python -m proxy"),
+        ],
+        colours=[FLOOR_COLOUR, PROXY_COLOUR, OTHER_COLOUR, PROXY_COLOUR],
+        unit="requests / s",
+        title="1 and 5. 640x480, 8 clients: throughput",
+    )
+
+
+def _input_types_panel(ax: Axes, results: Results) -> None:
+    cpu = results.cpu_ms
+    _bars(
+        ax,
+        ["image_tensor\nproxy", "encoded\nproxy", "image_tensor\nstand-in", "encoded\nstand-in"],
+        [
+            cpu[IMAGE_TENSOR].get(PROXY_WORKERS, math.nan),
+            cpu[ENCODED].get(PROXY_WORKERS, math.nan),
+            cpu[IMAGE_TENSOR].get(STAND_IN, math.nan),
+            cpu[ENCODED].get(STAND_IN, math.nan),
+        ],
+        colours=[PROXY_COLOUR, OTHER_COLOUR, PROXY_COLOUR, OTHER_COLOUR],
+        unit="CPU ms per request",
+        title="2. input types: CPU per request (KB sent: "
+        + " / ".join(f"{results.wire_bytes[n] / 1000:.0f}" for n in (IMAGE_TENSOR, ENCODED))
+        + ")",
+    )
+
+
+def _batch_panel(ax: Axes, results: Results) -> None:
+    _bars(
+        ax,
+        ["one batch\nof 8", "8 single\nrequests"],
+        [results.p(50, S3, "one batch"), results.p(50, S3, "8 single")],
+        colours=[PROXY_COLOUR, OTHER_COLOUR],
+        unit="wall time, p50 ms",
+        title="3. 8 pictures: one batch or 8 requests",
+    )
+
+
+def _frigate_panel(ax: Axes, results: Results) -> None:
+    frigate = results.find(S4)
+    if frigate is not None and frigate.completed:
+        values = sorted(1000 * v for v in frigate.latencies_s)
+        ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], color=PROXY_COLOUR)
+    ax.axvline(FRIGATE_TIMEOUT_S * 1000, color="tab:red", linestyle="--", label="Frigate's 0.1 s timeout")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("latency ms")
+    ax.set_ylabel("share of requests")
+    ax.set_title("4. Frigate's pattern, 320x320: latency distribution", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+
+
+def _slow_clients_panel(ax: Axes, results: Results) -> None:
+    labels, values, colours = [], [], []
+    for mode, section in ((SERVING, S6_SERVING), (EMBEDDED, S6_EMBEDDED)):
+        alone = _slow_variant(results, section, with_slow=False)
+        with_slow = _slow_variant(results, section, with_slow=True)
+        for q in (50, 99):
+            labels += [f"{mode}\np{q} alone", f"{mode}\np{q} slow"]
+            values += [results.p(q, section, alone), results.p(q, section, with_slow)]
+            colours += [FLOOR_COLOUR, OTHER_COLOUR]
+    _bars(
+        ax,
+        labels,
+        values,
+        colours=colours,
+        unit="ms",
+        title=f"6. ordinary clients alone / beside {results.slow_connections} slow connections",
+    )
+    ax.tick_params(axis="x", labelsize=6)
+
+
+# The chart's panels, row by row on a grid of PANEL_ROWS x PANEL_COLUMNS.
+PANELS: tuple[Callable[[Axes, Results], None], ...] = (
+    _floors_panel,
+    _throughput_panel,
+    _input_types_panel,
+    _batch_panel,
+    _frigate_panel,
+    _slow_clients_panel,
+)
+PANEL_ROWS, PANEL_COLUMNS = 2, 3
 
 
 def chart(results: Results, path: Path) -> None:
@@ -595,100 +853,10 @@ def chart(results: Results, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.axes import Axes
 
-    floor_colour, proxy_colour, other_colour = "tab:green", "tab:blue", "tab:orange"
-    figure, axes = plt.subplots(2, 3, figsize=(16, 8.5))
-
-    def bars(ax: Axes, labels: list[str], values: list[float], *, colours: list[str], unit: str, title: str) -> None:
-        positions = list(range(len(values)))
-        ax.bar(positions, [0 if math.isnan(v) else v for v in values], color=colours)
-        for x, value in zip(positions, values, strict=True):
-            text = "n/a" if math.isnan(value) else f"{value:.1f}"
-            ax.annotate(text, (x, 0 if math.isnan(value) else value), ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(positions, labels, fontsize=8)
-        ax.set_ylabel(unit)
-        ax.set_title(title, fontsize=10)
-
-    bars(
-        axes[0][0],
-        ["serving\nfloor", "serving\nproxy", "embedded\nfloor", "embedded\nproxy"],
-        [
-            results.p(50, S1_LATENCY, "direct"),
-            results.p(50, S1_LATENCY, "proxy"),
-            results.p(50, S1_EMBEDDED, "in-process"),
-            results.p(50, S1_EMBEDDED, "proxy"),
-        ],
-        colours=[floor_colour, proxy_colour, floor_colour, proxy_colour],
-        unit="p50 ms",
-        title="1. 640x480, 1 client: p50 against the floors",
-    )
-    bars(
-        axes[0][1],
-        ["direct\nPredict", "proxy\n(front)", "gunicorn\ngthread", "proxy\n(front)"],
-        [
-            results.throughput(S1_THROUGHPUT, "direct"),
-            results.throughput(S1_THROUGHPUT, "proxy"),
-            results.throughput(S5, "gunicorn"),
-            results.throughput(S5, "python -m proxy"),
-        ],
-        colours=[floor_colour, proxy_colour, other_colour, proxy_colour],
-        unit="requests / s",
-        title="1 and 5. 640x480, 8 clients: throughput",
-    )
-    cpu = results.cpu_ms
-    bars(
-        axes[0][2],
-        ["image_tensor\nproxy", "encoded\nproxy", "image_tensor\nstand-in", "encoded\nstand-in"],
-        [
-            cpu[IMAGE_TENSOR].get(PROXY_WORKERS, math.nan),
-            cpu[ENCODED].get(PROXY_WORKERS, math.nan),
-            cpu[IMAGE_TENSOR].get(STAND_IN, math.nan),
-            cpu[ENCODED].get(STAND_IN, math.nan),
-        ],
-        colours=[proxy_colour, other_colour, proxy_colour, other_colour],
-        unit="CPU ms per request",
-        title="2. input types: CPU per request (KB sent: "
-        + " / ".join(f"{results.wire_bytes[n] / 1000:.0f}" for n in (IMAGE_TENSOR, ENCODED))
-        + ")",
-    )
-    bars(
-        axes[1][0],
-        ["one batch\nof 8", "8 single\nrequests"],
-        [results.p(50, S3, "one batch"), results.p(50, S3, "8 single")],
-        colours=[proxy_colour, other_colour],
-        unit="wall time, p50 ms",
-        title="3. 8 pictures: one batch or 8 requests",
-    )
-    frigate = results.find(S4)
-    ax = axes[1][1]
-    if frigate is not None and frigate.completed:
-        values = sorted(1000 * v for v in frigate.latencies_s)
-        ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], color=proxy_colour)
-    ax.axvline(FRIGATE_TIMEOUT_S * 1000, color="tab:red", linestyle="--", label="Frigate's 0.1 s timeout")
-    ax.set_xlim(left=0)
-    ax.set_xlabel("latency ms")
-    ax.set_ylabel("share of requests")
-    ax.set_title("4. Frigate's pattern, 320x320: latency distribution", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    labels, values_6, colours = [], [], []
-    for mode, section in ((SERVING, S6_SERVING), (EMBEDDED, S6_EMBEDDED)):
-        alone = f"{_ordinary(results, section)}, alone"
-        with_slow = f"{_ordinary(results, section)}, {results.slow_connections}"
-        for q in (50, 99):
-            labels += [f"{mode}\np{q} alone", f"{mode}\np{q} slow"]
-            values_6 += [results.p(q, section, alone), results.p(q, section, with_slow)]
-            colours += [floor_colour, other_colour]
-    bars(
-        axes[1][2],
-        labels,
-        values_6,
-        colours=colours,
-        unit="ms",
-        title=f"6. ordinary clients alone / beside {results.slow_connections} slow connections",
-    )
-    axes[1][2].tick_params(axis="x", labelsize=6)
+    figure, axes = plt.subplots(PANEL_ROWS, PANEL_COLUMNS, figsize=(16, 8.5))
+    for ax, panel in zip(axes.flat, PANELS, strict=True):
+        panel(ax, results)
     title = f"make bench — {results.machine['CPU']}, {results.machine['cores']} cores, code {results.machine['code']}"
     figure.suptitle(title + (" (quick run: meaningless numbers)" if results.quick else ""), fontsize=10)
     figure.tight_layout()

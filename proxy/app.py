@@ -36,7 +36,7 @@ from proxy.vision import VISION_PREFIX, command_for, vision, vision_call
 
 log = logging.getLogger(__name__)
 
-SAMPLE_PHOTO = "docs/person.jpg"  # the README's photograph, there when the service runs from a checkout
+SAMPLE_PHOTO = "docs/person-and-cat.jpg"  # the README's picture, there when the service runs from a checkout
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",

@@ -97,3 +97,58 @@ def parse_format(raw: str | None) -> str | None:
     if found is None:
         raise InvalidParameter(f"format must be json, image, jpeg or png, got {show(raw)}")
     return found
+
+
+# The tile sizes a request may ask for: below 128 pixels a tile holds too little for a detector (SSD models see
+# 300x300), above 2048 it stops being small next to the frames cameras send.
+TILE_MIN, TILE_MAX = 128, 2048
+
+
+def parse_tile(raw: str | None) -> int | None:
+    """``tile=N``: square tiles of N pixels (``TILE_MIN`` to ``TILE_MAX``); absent or ``0`` gives None (no tiles)."""
+    if raw is None or raw.strip() in ("", "0"):
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InvalidParameter(
+            f"tile must be a whole number of pixels, {TILE_MIN} to {TILE_MAX}, got {show(raw)}"
+        ) from None
+    if not TILE_MIN <= value <= TILE_MAX:
+        raise InvalidParameter(f"tile must be a whole number of pixels, {TILE_MIN} to {TILE_MAX}, got {show(raw)}")
+    return value
+
+
+def parse_roi(raw: str | None) -> tuple[float, float, float, float] | None:
+    """``roi=x1,y1,x2,y2``: a region normalized to the upright picture, ``0 <= x1 < x2 <= 1`` (and for y)."""
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    try:
+        values = tuple(float(part.strip()) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+        raise InvalidParameter(f"roi must be x1,y1,x2,y2, four numbers between 0 and 1, got {show(raw)}")
+    x1, y1, x2, y2 = values
+    if not (x1 < x2 and y1 < y2):
+        raise InvalidParameter(f"roi must have x1 < x2 and y1 < y2 (a region of the picture), got {show(raw)}")
+    return x1, y1, x2, y2
+
+
+def parse_class_thresholds(raw: str | None) -> tuple[tuple[str, float], ...] | None:
+    """``thresholds=person:0.6,car:0.8``: a threshold per class name (as answers show them, any case)."""
+    if raw is None:
+        return None
+    found: dict[str, tuple[str, float]] = {}
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        name, colon, value = entry.rpartition(":")  # names may hold spaces ("traffic light"), never a colon
+        if not colon or not name.strip():
+            raise InvalidParameter(f"thresholds must be name:threshold pairs, e.g. person:0.6,car:0.8, got {show(raw)}")
+        threshold = parse_fraction(f"the threshold of {name.strip()[:40]!r}", value, None)
+        found[name.strip().lower()] = (name.strip(), threshold if threshold is not None else 0.0)
+    if not found:
+        raise InvalidParameter("thresholds must list name:threshold pairs, e.g. thresholds=person:0.6,car:0.8")
+    return tuple(found.values())

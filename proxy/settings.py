@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from odapi.contract import InputType
 from odapi.layout import LABEL_MAP_FILE
-from proxy.errors import ConfigError
+from proxy import params
+from proxy.errors import ConfigError, InvalidParameter
 
 MB = 1024 * 1024
 
@@ -27,6 +29,33 @@ class ModelConfig:
     name: str
     base_path: Path
     label_map: Path | None = None
+
+
+# The options a preset may name, in query-string form, and how each is checked (the same parsers a request's go
+# through). A preset's threshold is the base threshold on every route (min_confidence on the DeepStack routes).
+PRESET_OPTIONS: Mapping[str, Callable[[str], object]] = {
+    "threshold": lambda raw: params.parse_threshold(raw, 0.0),
+    "thresholds": params.parse_class_thresholds,
+    "classes": params.parse_classes,
+    "iou_threshold": lambda raw: params.parse_fraction("iou_threshold", raw, None),
+    "max_detections": lambda raw: params.parse_count("max_detections", raw),
+    "tile": params.parse_tile,
+    "roi": params.parse_roi,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A name for a served model with options (``PRESETS``): the options it names win over a request's."""
+
+    name: str
+    model: str
+    options: tuple[tuple[str, str], ...]
+
+    @property
+    def query(self) -> str:
+        """The options in query-string form, as written."""
+        return "&".join(f"{key}={value}" for key, value in self.options)
 
 
 @dataclass(frozen=True)
@@ -66,9 +95,14 @@ class Settings:
     max_image_aspect: float = 50.0
     decode_memory_bytes: int = 512 * MB
     max_batch_images: int = 16
-    max_backend_calls: int = 16
+    max_backend_calls: int = 32  # per process; one request takes at most max_backend_calls // threads of them
+    max_tiles: int = 64  # tiles per request (tile=N), all images of a JSON batch together
+    frame_cache_s: float = 5.0  # how long a frame's model output answers the same bytes again (0: no cache)
+    frame_cache_entries: int = 64
     max_form_parts: int = 32
-    vision_max_detections: int | None = None  # a cap for the /v1/vision/* routes (Frigate wants 20)
+    # A cap on /v1/vision/* answers (None: none): Frigate writes predictions into 20 rows and fails on a 21st, and
+    # with 80 classes a busy frame can hold more; a request's own max_detections wins.
+    vision_max_detections: int | None = 20
     model_load_retries: int = 5  # tries after a failed load, as TF Serving's --max_num_load_retries
     model_load_retry_s: float = 2.0  # the wait before the first retry; it doubles for each next one
     workers: int = 1
@@ -77,6 +111,7 @@ class Settings:
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
     api_key: str | None = None  # when set, /classify needs it (Authorization: Bearer KEY or X-API-Key: KEY)
     models: tuple[ModelConfig, ...] = ()  # MODELS; empty: the one model of MODEL_NAME, MODEL_BASE_PATH, LABEL_MAP
+    presets: tuple[Preset, ...] = ()  # PRESETS
     # The HTTP front's bounds (proxy.front), handed to it as ``front``.
     header_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
@@ -85,6 +120,19 @@ class Settings:
     send_timeout_s: float = 30.0
     max_connections: int = 1000
     max_buffered_bytes: int = 256 * MB
+
+    def __post_init__(self) -> None:
+        _check_presets(self.presets, [model.name for model in self.model_configs])
+
+    def preset(self, name: str | None) -> Preset | None:
+        """The preset called ``name``, if there is one."""
+        return next((preset for preset in self.presets if preset.name == name), None)
+
+    @property
+    def calls_per_request(self) -> int:
+        """The model calls one request may have in flight: its fair share of MAX_BACKEND_CALLS over the threads
+        that run requests, so that a tiled frame never takes every slot from the other clients."""
+        return max(1, self.max_backend_calls // self.threads)
 
     @property
     def front(self) -> FrontLimits:
@@ -162,7 +210,11 @@ class Settings:
             max_batch_images=reader.integer("MAX_BATCH_IMAGES", d.max_batch_images, minimum=1, maximum=256),
             max_backend_calls=reader.integer("MAX_BACKEND_CALLS", d.max_backend_calls, minimum=1, maximum=1024),
             max_form_parts=reader.integer("MAX_FORM_PARTS", d.max_form_parts, minimum=1, maximum=1000),
-            vision_max_detections=reader.optional_int("VISION_MAX_DETECTIONS", minimum=1),
+            max_tiles=reader.integer("MAX_TILES", d.max_tiles, minimum=1, maximum=4096),
+            frame_cache_s=reader.non_negative_float("FRAME_CACHE_S", d.frame_cache_s),
+            frame_cache_entries=reader.integer("FRAME_CACHE_ENTRIES", d.frame_cache_entries, minimum=1, maximum=10_000),
+            vision_max_detections=reader.integer("VISION_MAX_DETECTIONS", d.vision_max_detections or 0, minimum=0)
+            or None,  # 0: no cap
             model_load_retries=reader.integer("MODEL_LOAD_RETRIES", d.model_load_retries, minimum=0, maximum=100),
             model_load_retry_s=reader.positive_float("MODEL_LOAD_RETRY_S", d.model_load_retry_s),
             workers=reader.integer("WEB_CONCURRENCY", default_workers, minimum=1, maximum=64),
@@ -171,6 +223,7 @@ class Settings:
             log_format=reader.choice("LOG_FORMAT", ("auto", "json", "text")) or d.log_format,
             api_key=reader.text("API_KEY"),
             models=models,
+            presets=_parse_presets(reader.text("PRESETS")),
             header_timeout_s=reader.positive_float("REQUEST_HEADER_TIMEOUT_S", d.header_timeout_s),
             read_timeout_s=reader.positive_float("REQUEST_READ_TIMEOUT_S", d.read_timeout_s),
             min_rate_bytes=reader.integer("REQUEST_MIN_RATE_BYTES", d.min_rate_bytes, minimum=0),
@@ -203,6 +256,61 @@ def _parse_models(raw: str | None) -> tuple[ModelConfig, ...]:
         base_path = Path(parts[2]) if len(parts) == 3 else Path("models") / name
         models.append(ModelConfig(name=name, base_path=base_path, label_map=label_map))
     return tuple(models)
+
+
+def _parse_presets(raw: str | None) -> tuple[Preset, ...]:
+    """``PRESETS=name=model?option=value&option=value; name=model?...``: a query string after each model, as a URL
+    has one, so options may hold commas and colons; presets are separated by semicolons (or new lines)."""
+    if raw is None:
+        return ()
+    presets = []
+    for entry in (part.strip() for part in raw.replace("\n", ";").split(";")):
+        if not entry:
+            continue
+        name, equals, rest = entry.partition("=")
+        model, _, query = rest.partition("?")
+        name, model = name.strip(), model.strip()
+        if not equals or not name or not model:
+            raise ConfigError(f"PRESETS entries are name=model?option=value&..., got {entry!r}")
+        if not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise ConfigError(f"PRESETS: preset name {name!r} may only hold letters, digits, '-', '_' and '.'")
+        presets.append(Preset(name, model, _preset_options(name, query)))
+    return tuple(presets)
+
+
+def _preset_options(name: str, query: str) -> tuple[tuple[str, str], ...]:
+    """A preset's options, each checked by the parser a request's goes through."""
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigError(f"PRESETS: preset {name!r} has a malformed option string {query!r}") from None
+    seen: dict[str, str] = {}
+    for key, value in pairs:
+        check = PRESET_OPTIONS.get(key)
+        if check is None:
+            raise ConfigError(f"PRESETS: preset {name!r} names {key!r}; its options may be {', '.join(PRESET_OPTIONS)}")
+        if key in seen:
+            raise ConfigError(f"PRESETS: preset {name!r} names {key!r} twice")
+        try:
+            check(value)
+        except InvalidParameter as exc:
+            raise ConfigError(f"PRESETS: preset {name!r}: {exc.message}") from None
+        seen[key] = value
+    return tuple(seen.items())
+
+
+def _check_presets(presets: tuple[Preset, ...], models: list[str]) -> None:
+    names: set[str] = set()
+    for preset in presets:
+        if preset.name in models:
+            raise ConfigError(f"PRESETS: preset {preset.name!r} has the name of a model; give it another")
+        if preset.name in names:
+            raise ConfigError(f"PRESETS names {preset.name!r} twice")
+        if preset.model not in models:
+            raise ConfigError(
+                f"PRESETS: preset {preset.name!r} names model {preset.model!r}; this server has: {', '.join(models)}"
+            )
+        names.add(preset.name)
 
 
 class _EnvReader:
@@ -255,6 +363,12 @@ class _EnvReader:
         value = self._float(name, default)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+        return value
+
+    def non_negative_float(self, name: str, default: float) -> float:
+        value = self._float(name, default)
+        if value < 0:
+            raise ConfigError(f"{name} must be 0 or more, got {value}")
         return value
 
     def positive_float(self, name: str, default: float) -> float:

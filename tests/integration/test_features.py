@@ -18,45 +18,50 @@ from harness.processes import HttpServer
 
 def test_multipart_and_json_answer_as_the_raw_body(any_proxy: HttpServer, photos: dict[str, bytes]) -> None:
     """A multipart upload, a JSON base64 image and a JSON batch answer what the raw body answers."""
-    raw = requests.post(f"{any_proxy.url}/classify?verbose=true", data=photos["person"], timeout=30).json()
-    upload = requests.post(f"{any_proxy.url}/classify?verbose=true", files={"image": photos["person"]}, timeout=30)
-    encoded = base64.b64encode(photos["person"]).decode()
+    raw = requests.post(f"{any_proxy.url}/classify?verbose=true", data=photos["both"], timeout=30).json()
+    upload = requests.post(f"{any_proxy.url}/classify?verbose=true", files={"image": photos["both"]}, timeout=30)
+    encoded = base64.b64encode(photos["both"]).decode()
     single = requests.post(f"{any_proxy.url}/classify?verbose=true", json={"image": encoded}, timeout=30)
     batch = requests.post(
         f"{any_proxy.url}/classify?verbose=true", json={"images": [encoded, "!!", encoded]}, timeout=30
     ).json()
     assert upload.json() == single.json() == raw == batch[0] == batch[2]
-    assert raw and raw[0]["class"] == "Person"
+    assert raw and raw[0]["class"] == "Cat"
     assert "not valid base64" in batch[1]["error"]
 
 
 def test_annotated_picture_has_the_photos_size(any_proxy: HttpServer, photos: dict[str, bytes]) -> None:
-    """format=image answers a JPEG of the photograph's size with the person's box drawn."""
-    answer = requests.post(f"{any_proxy.url}/classify?format=image", data=photos["person"], timeout=30)
+    """format=image answers a JPEG of the photograph's size with the cat's box drawn."""
+    answer = requests.post(f"{any_proxy.url}/classify?format=image", data=photos["cat"], timeout=30)
     assert answer.headers["Content-Type"] == "image/jpeg"
     drawn = Image.open(io.BytesIO(answer.content))
-    original = Image.open(io.BytesIO(photos["person"]))
+    original = Image.open(io.BytesIO(photos["cat"]))
     assert drawn.size == original.size
     assert drawn.convert("RGB").tobytes() != original.convert("RGB").tobytes()
 
 
 def test_filters_apply_in_order(any_proxy: HttpServer, photos: dict[str, bytes]) -> None:
-    """classes, iou_threshold and max_detections cross the server: the person stays, at most one row."""
+    """classes, iou_threshold and max_detections cross the server: of the person and the cat, the person stays, at
+    most one row."""
     answer = requests.post(
         f"{any_proxy.url}/classify?threshold=0.01&iou_threshold=0.3&classes=person&max_detections=1&verbose=true",
-        data=photos["person"],
+        data=photos["cameraman"],
         timeout=30,
     ).json()
     assert len(answer) == 1 and answer[0]["class"] == "Person" and answer[0]["score"] > 0.75
 
 
 def test_deepstack_answer_on_a_photograph(any_proxy: HttpServer, photos: dict[str, bytes]) -> None:
-    """/v1/vision/detection finds the person with a pixel box inside the 512x512 photo and CodeProject.AI fields."""
-    body = requests.post(f"{any_proxy.url}/v1/vision/detection", files={"image": photos["person"]}, timeout=30).json()
-    [person] = [p for p in body["predictions"] if p["confidence"] > 0.75]
-    assert person["label"] == "person"
-    assert 0 <= person["x_min"] < person["x_max"] <= 512 and 0 <= person["y_min"] < person["y_max"] <= 512
-    assert body["success"] is True and body["inferenceMs"] >= 1 and body["message"].startswith("Found person")
+    """/v1/vision/detection finds the cat and the person with DeepStack's lower-case COCO labels and pixel boxes
+    centred in their halves of the 963x512 picture, with CodeProject.AI's fields."""
+    body = requests.post(f"{any_proxy.url}/v1/vision/detection", files={"image": photos["both"]}, timeout=30).json()
+    cat, person = (p for p in body["predictions"] if p["confidence"] > 0.6)
+    assert (cat["label"], person["label"]) == ("cat", "person")
+    assert 0 <= cat["x_min"] < cat["x_max"] <= 963 and 0 <= cat["y_min"] < cat["y_max"] <= 512
+    assert 0 <= person["x_min"] < person["x_max"] <= 963 and 0 <= person["y_min"] < person["y_max"] <= 512
+    assert (cat["x_min"] + cat["x_max"]) / 2 > 512 > (person["x_min"] + person["x_max"]) / 2  # the cat is on the right
+    assert (cat["y_min"] + cat["y_max"]) / 2 < 300  # the cat's photo is 300 high
+    assert body["success"] is True and body["inferenceMs"] >= 1 and body["message"].startswith("Found cat, person")
     assert body["inferenceDevice"] in ("CPU", "TF Serving")
 
 

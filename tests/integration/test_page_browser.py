@@ -53,27 +53,33 @@ def table(page: Any) -> dict[str, int]:
 def test_upload_draws_boxes_and_counts(
     browser: Any, grpc_proxy: HttpServer, photos: dict[str, bytes], output_dir: Path
 ) -> None:
-    """Choosing a photograph shows it with the person's box drawn and the counts the API gives; the slider refilters
-    at once, as the API would at that threshold."""
-    body = photos["person"]
+    """Choosing a photograph shows it with the boxes drawn and the counts the API gives; the slider refilters at
+    once, as the API would at that threshold (the cat at the default, the cat and the person at 0.6)."""
+    body = photos["both"]
+    width, height = Image.open(io.BytesIO(body)).size
     expected = requests.post(f"{grpc_proxy.url}/classify", data=body, timeout=30).json()
-    [person] = requests.post(f"{grpc_proxy.url}/classify?verbose=true", data=body, timeout=30).json()
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    [cat] = requests.post(f"{grpc_proxy.url}/classify?verbose=true", data=body, timeout=30).json()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
         page.goto(grpc_proxy.url + "/")
         page.wait_for_selector("#model-status:has-text('ready')")  # no eval: the page's CSP forbids it
-        page.set_input_files("#image-input", files=[{"name": "person.jpg", "mimeType": "image/jpeg", "buffer": body}])
+        page.set_input_files("#image-input", files=[{"name": "both.jpg", "mimeType": "image/jpeg", "buffer": body}])
         page.wait_for_selector("#canvas[data-drawn]")
         assert page.locator("#canvas").get_attribute("data-drawn") == "1"
-        assert table(page) == expected == {"Person": 1}
+        assert table(page) == expected == {"Cat": 1}
 
         # The box's left edge is drawn on the canvas in a colour the photograph does not have there.
-        x, y = round(person["x1"] * 512), round((person["y1"] + person["y2"]) / 2 * 512)
+        x, y = round(cat["x1"] * width), round((cat["y1"] + cat["y2"]) / 2 * height)
         drawn = page.evaluate(
             f"Array.from(document.getElementById('canvas').getContext('2d').getImageData({x}, {y}, 1, 1).data)"
         )
         original = Image.open(io.BytesIO(body)).convert("RGB").getpixel((x, y))
         assert max(abs(a - b) for a, b in zip(drawn[:3], original, strict=True)) > 60
+
+        page.locator("#threshold").fill("0.6")
+        at_06 = requests.post(f"{grpc_proxy.url}/classify?threshold=0.6", data=body, timeout=30).json()
+        assert table(page) == at_06 == {"Cat": 1, "Person": 1}
+        assert page.locator("#canvas").get_attribute("data-drawn") == "2"
         page.screenshot(path=str(output_dir / "page.png"))
 
         page.locator("#threshold").fill("0.95")

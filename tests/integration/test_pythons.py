@@ -38,13 +38,13 @@ def test_make_names_the_pythons_it_needs(tmp_path: Path) -> None:
 @pytest.mark.skipif(not NEWEST, reason="no Python 3.13 here: set PYTHON_NEWEST to run `make run` on it")
 def test_make_run_on_the_newest_python(tmp_path: Path, photos: dict[str, bytes]) -> None:
     """`make run` with the newest Python installs its own venv, puts the default detector in place, converts and
-    serves it: the portrait answers one person."""
+    serves it: the side-by-side picture answers its cat and its person."""
     port = free_port()
     venv = REPO / ".venv-newest"
     command = ["make", "--no-print-directory", "run", f"PYTHON={NEWEST}", f"VENV={venv}", f"PORT={port}"]
     env = {"MODEL_DIR": str(tmp_path / "static"), "MODEL_BASE_PATH": str(tmp_path / "models" / "detector")}
     with HttpServer(command, port=port, env=env, ready_path="/readyz", timeout_s=600) as server:
-        answer = requests.post(f"{server.url}/classify", data=photos["person"], timeout=60)
-        assert answer.status_code == 200 and answer.json() == {"Person": 1}
+        answer = requests.post(f"{server.url}/classify?threshold=0.5", data=photos["both"], timeout=60)
+        assert answer.status_code == 200 and answer.json() == {"Cat": 1, "Person": 1}
     version = subprocess.run([str(venv / "bin" / "python"), "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("Python 3.13")

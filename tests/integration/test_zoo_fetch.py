@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from converter import default_model
-from converter.default_model import Placed, place_default
-from converter.zoo import COCO_LABEL_MAP, MARKER, MODELS
+from converter import default_model, person
+from converter.default_model import COCO_LABEL_MAP, Placed, place_default
+from converter.zoo import MARKER, MODELS
 
 NAME = "ssdlite_mobilenet_v2_coco"
 MODEL = MODELS[NAME]
@@ -295,7 +295,7 @@ def test_the_default_detector_make_run_placed_is_replaced(mirror: Mirror, tmp_pa
     model_dir.mkdir()
     files = {
         "frozen_inference_graph.pb": b"the default graph",
-        "label_map.pbtxt": default_model.LABEL_MAP_TEXT.encode(),
+        "label_map.pbtxt": person.LABEL_MAP_TEXT.encode(),
     }
     for name, data in files.items():
         (model_dir / name).write_bytes(data)
@@ -306,7 +306,7 @@ def test_the_default_detector_make_run_placed_is_replaced(mirror: Mirror, tmp_pa
     assert done.stderr == f"converter: {model_dir}: replaced the default detector with {NAME}\n"
     assert (model_dir / "frozen_inference_graph.pb").read_bytes() == mirror.graph
     assert not (model_dir / default_model.MARKER).exists()
-    assert place_default(model_dir) is Placed.USER_MODEL  # make run's default step leaves the zoo model alone
+    assert place_default(model_dir).outcome is Placed.USER_MODEL  # make run's default step leaves the zoo model alone
 
 
 def test_an_unwritable_dir_is_one_line(mirror: Mirror, tmp_path: Path) -> None:

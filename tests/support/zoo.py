@@ -1,11 +1,13 @@
-"""The models the suite serves: the real person detector, and the demo detector in every exporter's form.
+"""The models the suite serves: the real detectors (the COCO default, the person one), and the demo detector in
+every exporter's form.
 
 Built once per session (about ten seconds with TensorFlow already imported) into a temporary directory, each
 converted by the project's own converter into a TF Serving base path, and listed in one TF Serving model config, so
 one stand-in and one proxy per mode serve them all (``MODELS``).
 
-    detector                     the real SSDLite person detector (TF1 frozen graph, image_tensor), the default
-    person-encoded               the same network behind an encoded_image_string_tensor input (TF1 exporter style)
+    detector                     the default: the COCO SSDLite detector (TF1 frozen graph, image_tensor, 80 classes)
+    person                       the real SSDLite person detector (TF1 frozen graph, image_tensor), the fallback
+    person-encoded               the person network behind an encoded_image_string_tensor input (TF1 exporter style)
     switch                       the demo detector, for the test that converts a new version into it while served
     crowd                        the demo detector answering up to 64 detections (more than Frigate's 20 rows)
     foreign-tf2-<string type>    TF2 exports copied into place as they are, not converted: no metadata, no label map
@@ -24,6 +26,7 @@ from pathlib import Path
 from odapi.contract import InputType
 
 DEFAULT = "detector"
+PERSON = "person"
 PERSON_ENCODED = "person-encoded"
 SWITCH = "switch"
 CROWD = "crowd"
@@ -74,21 +77,26 @@ class Zoo:
         return [model for model in self.models.values() if not model.converted]
 
 
-def build_zoo(root: Path, default_graph: Path) -> Zoo:
+def build_zoo(root: Path, coco_graph: Path, person_graph: Path) -> Zoo:
     """Export, convert and list every model of the suite under ``root``."""
     from converter import convert
-    from converter.default_model import LABEL_MAP_TEXT
+    from converter.default_model import COCO_LABEL_MAP
+    from converter.person import LABEL_MAP_TEXT
     from demo_model.exports import frozen_detector, tf1_frozen_graph, write_all
     from demo_model.graph import detect, label_map_text
 
     exports = root / "exports"
-    person = exports / DEFAULT
-    person.mkdir(parents=True)
-    (person / "frozen_inference_graph.pb").write_bytes(default_graph.read_bytes())
+    coco = exports / DEFAULT
+    coco.mkdir(parents=True)
+    (coco / "frozen_inference_graph.pb").write_bytes(coco_graph.read_bytes())
+    (coco / "label_map.pbtxt").write_bytes(COCO_LABEL_MAP.read_bytes())
+    person = exports / PERSON
+    person.mkdir()
+    (person / "frozen_inference_graph.pb").write_bytes(person_graph.read_bytes())
     (person / "label_map.pbtxt").write_text(LABEL_MAP_TEXT, encoding="utf-8")
     encoded = exports / PERSON_ENCODED
     encoded.mkdir()
-    detector = frozen_detector(default_graph.read_bytes())
+    detector = frozen_detector(person_graph.read_bytes())
     (encoded / "frozen_inference_graph.pb").write_bytes(
         tf1_frozen_graph(InputType.ENCODED_IMAGE_STRING_TENSOR, detector)
     )
@@ -103,7 +111,7 @@ def build_zoo(root: Path, default_graph: Path) -> Zoo:
         tf1_frozen_graph(InputType.IMAGE_TENSOR, lambda images: detect(images, max_detections=64))
     )
     (crowd / "label_map.pbtxt").write_text(label_map_text(), encoding="utf-8")
-    directories = [person, encoded, switch, crowd, *write_all(exports)]
+    directories = [coco, person, encoded, switch, crowd, *write_all(exports)]
 
     models: dict[str, ZooModel] = {}
     for directory in directories:

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     assert settings.max_image_pixels == 50_000_000
     assert settings.workers == 1
     assert settings.max_batch_images == 16
-    assert settings.vision_max_detections is None
+    assert settings.vision_max_detections == 20
     assert settings.input_type is None
     assert settings.log_format == "auto"
     assert settings.front.max_connections == 1000
@@ -71,7 +71,7 @@ def test_front_and_round_settings() -> None:
             "MAX_BUFFERED_MB": "8",
             "MAX_BODY_BYTES": "1000",
             "MAX_BATCH_IMAGES": "4",
-            "VISION_MAX_DETECTIONS": "20",
+            "VISION_MAX_DETECTIONS": "0",
             "INPUT_TYPE": "tf_example",
             "DECODE_MEMORY_MB": "64",
             "LOG_FORMAT": "text",
@@ -80,7 +80,7 @@ def test_front_and_round_settings() -> None:
     assert (settings.front.header_timeout_s, settings.front.min_rate_bytes) == (3.0, 0)
     assert (settings.front.max_connections, settings.front.max_buffered_bytes) == (50, 8 * 1024 * 1024)
     assert settings.front.max_body_bytes == settings.max_body_bytes == 1000
-    assert (settings.max_batch_images, settings.vision_max_detections) == (4, 20)
+    assert (settings.max_batch_images, settings.vision_max_detections) == (4, None)  # 0: no cap
     assert settings.input_type == "tf_example" and settings.decode_memory_bytes == 64 * 1024 * 1024
     assert settings.log_format == "text"
 
@@ -97,7 +97,7 @@ def test_front_and_round_settings() -> None:
         ({"MODEL_VERSION": "2", "MODEL_VERSION_LABEL": "stable"}, "not both"),
         ({"INPUT_TYPE": "jpeg"}, "INPUT_TYPE must be one of image_tensor"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of auto, json, text"),
-        ({"VISION_MAX_DETECTIONS": "0"}, "VISION_MAX_DETECTIONS must be at least 1"),
+        ({"VISION_MAX_DETECTIONS": "-1"}, "VISION_MAX_DETECTIONS must be at least 0"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

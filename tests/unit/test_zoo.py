@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from converter import zoo
+from converter.default_model import COCO_LABEL_MAP
 from converter.errors import FetchFailed
 from converter.zoo import (
-    COCO_LABEL_MAP,
     DEFAULT_BASE_URL,
     MODELS,
     default_base_url,
