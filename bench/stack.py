@@ -202,8 +202,9 @@ class Server(HttpServer):
 def proxy_env(models: Models, serving_address: str | None, names: tuple[str, ...]) -> dict[str, str]:
     """A proxy configured as a user runs it (default workers and threads), serving ``names``."""
     # An API_KEY in the caller's environment would turn every benchmark request into a 401; LOG_FORMAT=json is what
-    # a service without a terminal logs anyway.
-    env = {"MODELS": models.setting(names), "API_KEY": "", "LOG_FORMAT": "json"}
+    # a service without a terminal logs anyway. The benchmark sends the same pictures again and again to measure the
+    # model's path: the frame cache, which would answer them from the first, is off (its own phase measures it).
+    env = {"MODELS": models.setting(names), "API_KEY": "", "LOG_FORMAT": "json", "FRAME_CACHE_S": "0"}
     if serving_address:
         env["SERVING_ADDRESS"] = serving_address
     return env

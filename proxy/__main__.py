@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import os
 import shutil
 import sys
@@ -98,6 +99,21 @@ def _worker_exited(_server: Any, worker: Any) -> None:
 
 
 @contextmanager
+def _frame_cache_directory(settings: Settings) -> Iterator[Settings]:
+    """One private directory for the frame cache every worker shares (removed at exit), in the settings."""
+    if settings.frame_cache_s <= 0 or settings.frame_cache_dir is not None:
+        yield settings
+        return
+    from proxy.framecache import create_directory, remove_directory
+
+    directory = create_directory()
+    try:
+        yield dataclasses.replace(settings, frame_cache_dir=directory)
+    finally:
+        remove_directory(directory)
+
+
+@contextmanager
 def _metrics_directory() -> Iterator[None]:
     """A fresh directory for Prometheus' per-worker files, so /metrics sums every worker (removed at exit)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -130,7 +146,8 @@ def main() -> int:
         from proxy.observability import configure_logging
 
         configure_logging(settings.log_format, settings.log_level)
-        _Server(settings).run()
+        with _frame_cache_directory(settings) as shared:
+            _Server(shared).run()
     return 0
 
 

@@ -57,7 +57,7 @@ def picture(found: Found, image_format: str) -> bytes:
     """The upright picture as sent, the detections drawn on it, as JPEG (quality 90) or PNG bytes."""
     if found.picture is None:
         raise ValueError("the picture was not kept: ask the pipeline with Options(picture=True)")
-    return encode(annotate(found.picture, found.detections.rows(found.labels)), image_format)
+    return encode(annotate(found.picture, found.detections.rows(found.labels), found.region), image_format)
 
 
 def encode(image: Image.Image, image_format: str) -> bytes:

@@ -1,13 +1,14 @@
 """One image's detections and the steps every answer applies to them. Pure numpy, no I/O.
 
-The steps run in one order everywhere (``pipeline.refine``): score above the threshold, then class-agnostic merging
-of overlapping boxes (``iou_threshold``), then the class filter (``classes=``), then the N best
-(``max_detections``). Answers then walk the result row by row (``Detections.rows``), each row carrying its name.
+The steps run in one order everywhere (``pipeline.refine``): score above the threshold (a class's own, where
+``thresholds=`` names one), then the merge of a tiled frame's detections, then class-agnostic merging of overlapping
+boxes (``iou_threshold``), then the class filter (``classes=``), then the N best (``max_detections``). Answers then
+walk the result row by row (``Detections.rows``), each row carrying its name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,6 +17,7 @@ import numpy as np
 from odapi.contract import COUNT_OUTPUT, REQUIRED_OUTPUTS
 from proxy.errors import BackendError
 from proxy.labels import LabelMap
+from proxy.tiles import merge, to_frame
 
 
 class Row(NamedTuple):
@@ -70,9 +72,38 @@ class Detections:
     def _take(self, keep: np.ndarray) -> Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
 
-    def above(self, threshold: float) -> Detections:
-        """The detections scoring strictly above ``threshold`` (the seed's rule)."""
-        return self._take(self.scores > threshold)
+    def above(self, threshold: float, per_class: Mapping[int, float] | None = None) -> Detections:
+        """The detections scoring strictly above ``threshold`` (the seed's rule), or above their class's own threshold
+        where ``per_class`` names one."""
+        if not per_class:
+            return self._take(self.scores > threshold)
+        limits = np.full(self.scores.shape, threshold, dtype=np.float64)
+        for class_id, own in per_class.items():
+            limits[self.classes == class_id] = own
+        return self._take(self.scores > limits)
+
+    def in_frame(self, box: tuple[int, int, int, int], width: int, height: int) -> Detections:
+        """These detections of the region ``box`` (pixels) of a ``width`` x ``height`` frame, in the frame's
+        normalized coordinates."""
+        if box == (0, 0, width, height):
+            return self
+        return Detections(to_frame(self.boxes, box, width, height).astype(np.float32), self.scores, self.classes)
+
+    @classmethod
+    def joined(cls, parts: Sequence[Detections]) -> Detections:
+        """All of ``parts`` together, best first."""
+        boxes = np.concatenate([part.boxes for part in parts]).reshape(-1, 4)
+        scores = np.concatenate([part.scores for part in parts])
+        classes = np.concatenate([part.classes for part in parts])
+        order = np.argsort(-scores, kind="stable")
+        return cls(boxes[order], scores[order], classes[order])
+
+    def tiles_merged(self) -> Detections:
+        """SAHI's merge of the detections of overlapping tiles and the whole frame (``proxy.tiles.merge``): per
+        class, a box mostly inside a better one (IoS at least 0.5) is merged into it, so an object cut by a tile's
+        edge is one detection."""
+        boxes, scores, classes = merge(self.boxes, self.scores, self.classes)
+        return Detections(boxes.astype(np.float32), scores.astype(np.float32), classes.astype(np.int64))
 
     def merged(self, iou_threshold: float) -> Detections:
         """Class-agnostic merging: greedy by score, a box whose IoU with a kept box is above the threshold goes.

@@ -1,6 +1,7 @@
 """The proxy's one error hierarchy: each class carries the HTTP status it is answered with.
 
     ProxyError                      500  something went wrong on our side
+    ├── Misconfigured               500  the server's configuration is at fault (a preset naming an unknown class)
     ├── BadRequest                  400  the request cannot be understood
     │   ├── InvalidParameter        400  a query, form or JSON parameter is malformed or out of range
     │   └── InvalidImage            400  the bytes are not an image we (or the model's own decoder) can decode
@@ -43,6 +44,10 @@ class ProxyError(Exception):
         self.message = lines[0] if lines else type(self).__name__
         super().__init__(self.message)
         self.headers: dict[str, str] = dict(headers or {})  # each error's own: nothing shared between instances
+
+
+class Misconfigured(ProxyError):
+    """The server's own configuration is at fault: a preset names a class its model's label map lacks."""
 
 
 class BadRequest(ProxyError):

@@ -8,8 +8,12 @@ decompression bomb or an absurd shape is refused before any pixel is decoded. Th
 - ``encoded()``: bytes for ``encoded_image_string_tensor`` and ``tf_example`` models. The bytes as sent when
   TensorFlow's decoder reads them as they are (8-bit RGB or grey JPEG and PNG, upright, within ``max_side``), else
   a lossless PNG of ``pixels()``: TensorFlow ignores EXIF orientation and reads neither WebP nor TIFF nor 16-bit;
-- ``picture()``: the full-size upright RGB picture, to draw on.
+- ``picture()``: the full-size upright RGB picture, to draw on, and to cut tiles from;
+- ``view(box)``: a region of the upright picture as a model sees it (``Crop``: its pixels fitted to ``max_side``,
+  or a lossless PNG of them). A region of a picture not decoded in full is decoded at the JPEG draft scale that
+  still gives the region its ``max_side``, so a region of interest stays cheap and gains the resolution it needs.
 
+``ImageInput`` and ``Crop`` are both a ``ModelImage``: what backends ask for pixels or bytes.
 Decoding holds memory only within a per-process ``DecodeBudget``; an image that alone would exceed it is a 413.
 """
 
@@ -24,6 +28,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -52,10 +57,25 @@ _DECODE_ERRORS = (
 _TF_READS = {"JPEG": frozenset({"RGB", "L"}), "PNG": frozenset({"RGB", "L"})}
 # Upper bound on decoding's working memory per decoded pixel: the decoded pixel (at most 4 bytes in any mode
 # the decoder produces for these sizes) plus its RGB conversion.
-_DECODE_BYTES_PER_PIXEL = 7
+DECODE_BYTES_PER_PIXEL = 7
 # A JPEG may decode this much below max_side when that lets it use a cheaper DCT scale: a 4000x3000 photo
 # decodes at 1/4 (1000x750, a few ms) instead of at 1/2 (2000x1500) followed by a resize to 1024x768.
 DRAFT_SLACK = 0.9
+
+
+Box = tuple[int, int, int, int]  # (x_min, y_min, x_max, y_max) in pixels of the upright, full-size picture
+
+
+class ModelImage(Protocol):
+    """What a model is given: a request image, or a region of one."""
+
+    def pixels(self) -> np.ndarray:
+        """uint8 RGB ``(h, w, 3)``, upright, fitted to ``max_side``."""
+        ...
+
+    def encoded(self) -> tuple[bytes, str]:
+        """Bytes TensorFlow's image decoder reads as ``pixels()``, and their format (jpeg, png)."""
+        ...
 
 
 class DecodeBudget:
@@ -153,23 +173,57 @@ class ImageInput:
             if self.forwards_as_sent:
                 self._encoded = (self.data, self.format.lower())
             else:
-                pixels = self.pixels()
-                started = time.perf_counter()
-                buffer = io.BytesIO()
-                # Lossless, and level 1: several times faster to write than the default, for slightly more bytes.
-                Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
-                self._encoded = (buffer.getvalue(), "png")
-                self.decode_s += time.perf_counter() - started
+                self._encoded = (self.png(self.pixels()), "png")
         return self._encoded
 
-    def picture(self) -> Image.Image:
-        """The full-size upright RGB picture (to draw detections on)."""
+    def picture(self, *, counted: bool = True) -> Image.Image:
+        """The full-size upright RGB picture (to draw detections on, to cut tiles from). ``counted=False``: the
+        caller holds the decoding's share of the budget already."""
         if self._picture is None:
             started = time.perf_counter()
-            with self._reserve(self.stored_size):
+            with self._reserve(self.stored_size) if counted else _nothing():
                 self._picture = _upright_rgb(self.data, None)
             self.decode_s += time.perf_counter() - started
         return self._picture
+
+    @property
+    def whole(self) -> Box:
+        """The whole upright picture as a box."""
+        return (0, 0, *self.size)
+
+    def view(self, box: Box) -> ModelImage:
+        """What a model sees of the region ``box``: this image itself for the whole picture, else a ``Crop``."""
+        return self if box == self.whole else Crop(self, box)
+
+    def region(self, box: Box) -> np.ndarray:
+        """uint8 RGB pixels of the region ``box``, fitted to ``max_side``: cut from the full picture when it is
+        decoded, else decoded at the JPEG draft scale that still gives the region its ``max_side``."""
+        started = time.perf_counter()
+        if self._picture is not None:
+            region = self._picture.crop(box)
+        else:
+            width, height = box[2] - box[0], box[3] - box[1]
+            needed = max(width, height) * max(self.stored_size) // max(self.size)
+            draft = draft_size(self.stored_size, self.limits.max_side, needed) if self.format == "JPEG" else None
+            with self._reserve(draft or self.stored_size):
+                upright = _upright_rgb(self.data, draft)
+                scale_x, scale_y = upright.width / self.size[0], upright.height / self.size[1]
+                x0, y0, x1, y1 = box
+                region = upright.crop(
+                    (round(x0 * scale_x), round(y0 * scale_y), round(x1 * scale_x), round(y1 * scale_y))
+                )
+        pixels = _fit(region, self.limits.max_side)
+        self.decode_s += time.perf_counter() - started
+        return pixels
+
+    def png(self, pixels: np.ndarray) -> bytes:
+        """``pixels`` as a lossless PNG TensorFlow's decoder reads (counted in this image's decode time)."""
+        started = time.perf_counter()
+        buffer = io.BytesIO()
+        # Lossless, and level 1: several times faster to write than the default, for slightly more bytes.
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+        self.decode_s += time.perf_counter() - started
+        return buffer.getvalue()
 
     @property
     def has_picture(self) -> bool:
@@ -191,8 +245,25 @@ class ImageInput:
         if budget is None:
             return _nothing()
         target = fit_within(decoded, self.limits.max_side)
-        peak = decoded[0] * decoded[1] * _DECODE_BYTES_PER_PIXEL + target[0] * target[1] * 3
+        peak = decoded[0] * decoded[1] * DECODE_BYTES_PER_PIXEL + target[0] * target[1] * 3
         return budget.reserve(peak, f"a {self.stored_size[0]}x{self.stored_size[1]} image")
+
+
+class Crop:
+    """A region of a request image as a model sees it (a region of interest, or a tile)."""
+
+    def __init__(self, image: ImageInput, box: Box) -> None:
+        self.image = image
+        self.box = box
+
+    def pixels(self) -> np.ndarray:
+        """The region's uint8 RGB pixels, fitted to ``max_side``. Not kept: a backend asks once, and a frame's many
+        tiles then hold memory only while their calls are in flight."""
+        return self.image.region(self.box)
+
+    def encoded(self) -> tuple[bytes, str]:
+        """A lossless PNG of the region's pixels (TensorFlow cannot cut a region out of the bytes as sent)."""
+        return self.image.png(self.pixels()), "png"
 
 
 @contextmanager
@@ -270,10 +341,11 @@ def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def draft_size(size: tuple[int, int], max_side: int) -> tuple[int, int] | None:
-    """The size to ask Pillow's JPEG draft mode for: the smallest 1/2, 1/4 or 1/8 reduction whose longer side is
-    still at least ``DRAFT_SLACK * max_side``; None when no reduction qualifies (or there is no limit)."""
-    longest = max(size)
+def draft_size(size: tuple[int, int], max_side: int, needed: int | None = None) -> tuple[int, int] | None:
+    """The size to ask Pillow's JPEG draft mode for: the smallest 1/2, 1/4 or 1/8 reduction whose longer side (or,
+    for a region, the region's ``needed`` longer side) is still at least ``DRAFT_SLACK * max_side``; None when no
+    reduction qualifies (or there is no limit)."""
+    longest = max(size) if needed is None else needed
     if max_side <= 0 or longest <= max_side:
         return None
     chosen = None

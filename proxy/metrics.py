@@ -44,6 +44,11 @@ IMAGE_BYTES = Histogram(
     "Size of request images' encoded bytes.",
     buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 5e6, 1e7, 2e7),
 )
+FRAME_CACHE = Counter(
+    "classifyobjects_frame_cache_total",
+    "Frames answered from the frame cache (hit: the model's output for the same bytes, or waited for) or not (miss).",
+    ["result"],
+)
 CONNECTIONS_REFUSED = Counter(
     "classifyobjects_connections_refused_total",
     "Connections answered 503 at once because the process held MAX_CONNECTIONS.",

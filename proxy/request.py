@@ -22,16 +22,19 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from proxy.errors import InvalidImage, InvalidParameter, PayloadTooLarge, ProxyError
 from proxy.params import (
+    parse_class_thresholds,
     parse_classes,
     parse_count,
     parse_flag,
     parse_format,
     parse_fraction,
     parse_min_confidence,
+    parse_roi,
     parse_threshold,
+    parse_tile,
 )
-from proxy.pipeline import Options
-from proxy.settings import Settings
+from proxy.pipeline import Frame, Options, Roi
+from proxy.settings import Preset, Settings
 
 IMAGE_FIELD = "image"  # the multipart field, as DeepStack clients and HTML forms name it
 JSON_TYPES = frozenset({"application/json"})
@@ -76,17 +79,58 @@ class Output(enum.Enum):
 class DetectRequest:
     """A detection request as the routes hand it to the core."""
 
-    images: tuple[bytes | ProxyError, ...]  # per image: its bytes, or why they could not be read (a batch)
+    images: tuple[Frame, ...]  # per image: its bytes (or why they could not be read) and its tiles and region
     batch: bool  # a JSON ``images`` list: the answer is a list too
-    model: str | None
+    model: str | None  # the served model (a preset's own model when a preset was named)
     options: Options
     output: Output
     declared_non_image: bool  # a raw body declared as a non-image type: not decoding is then a 415
+    preset: Preset | None = None
+
+
+Lookup = Callable[[str], "str | None"]
+
+
+def _lookup(preset: Preset | None, *sources: Callable[[str], str | None]) -> Lookup:
+    """A parameter's raw value: the preset's when it names it (the operator's options win), else the first source's
+    that has it."""
+    overrides = dict(preset.options) if preset is not None else {}
+
+    def value(name: str) -> str | None:
+        if name in overrides:
+            return overrides[name]
+        for source in sources:
+            found = source(name)
+            if found is not None:
+                return found
+        return None
+
+    return value
+
+
+def _resolve(settings: Settings, name: str | None) -> tuple[str | None, Preset | None]:
+    """The served model a name means, and the preset it names, if it is one."""
+    preset = settings.preset(name)
+    return (preset.model, preset) if preset is not None else (name, None)
+
+
+def _detection_options(value: Lookup, threshold: float, max_detections: int | None, picture: bool) -> Options:
+    """The options every detection route reads alike (the threshold is the route's own)."""
+    return Options(
+        threshold=threshold,
+        class_thresholds=parse_class_thresholds(value("thresholds")),
+        iou_threshold=parse_fraction("iou_threshold", value("iou_threshold"), None),
+        classes=parse_classes(value("classes")),
+        max_detections=max_detections,
+        picture=picture,
+    )
 
 
 def classify_request(request: Request, settings: Settings) -> DetectRequest:
     """``POST /classify``: query parameters, and the image(s) from the raw body, a multipart upload or JSON."""
     args = request.args
+    model, preset = _resolve(settings, args.get("model"))
+    value = _lookup(preset, args.get)
     verbose = parse_flag("verbose", args.get("verbose"))
     picture = parse_format(args.get("format"))
     if picture in ("JPEG", "PNG") and verbose:
@@ -94,35 +138,45 @@ def classify_request(request: Request, settings: Settings) -> DetectRequest:
     if picture is None and not verbose:
         picture = _accepted_picture(request)
     output = Output(picture) if picture in ("JPEG", "PNG") else Output.json(verbose=verbose)
+    tile, roi = parse_tile(value("tile")), parse_roi(value("roi"))
     mimetype = (request.mimetype or "").lower()
     if mimetype in JSON_TYPES:
-        images, batch = read_json_images(request.get_data(cache=False), settings.max_batch_images)
+        elements, batch = read_json_images(request.get_data(cache=False), settings.max_batch_images)
+        images = tuple(_json_frame(element, preset, tile, roi) for element in elements)
         if batch and picture in ("JPEG", "PNG") and args.get("format") is not None:
             raise InvalidParameter("a batch answers JSON only: drop format=image for a batch")
         if batch:
             output = Output.json(verbose=verbose)  # an Accept header's picture preference yields to JSON
     elif mimetype == "multipart/form-data":
-        images, batch = (multipart_image(request, settings),), False
+        images, batch = (Frame(multipart_image(request, settings), tile, roi),), False
     else:
-        images, batch = (request.get_data(cache=False),), False
-    options = Options(
-        threshold=parse_threshold(args.get("threshold"), settings.default_threshold),
-        iou_threshold=parse_fraction("iou_threshold", args.get("iou_threshold"), None),
-        classes=parse_classes(args.get("classes")),
-        max_detections=parse_count("max_detections", args.get("max_detections")),
-        picture=output.picture_format is not None,
-    )
+        images, batch = (Frame(request.get_data(cache=False), tile, roi),), False
+    threshold = parse_threshold(value("threshold"), settings.default_threshold)
+    max_detections = parse_count("max_detections", value("max_detections"))
+    options = _detection_options(value, threshold, max_detections, output.picture_format is not None)
     declared_non_image = (
         mimetype not in _NEUTRAL_TYPES
         and mimetype not in JSON_TYPES
         and not mimetype.startswith(("image/", "multipart/"))
     )
-    return DetectRequest(images, batch, args.get("model"), options, output, declared_non_image)
+    return DetectRequest(images, batch, model, options, output, declared_non_image, preset)
+
+
+def _json_frame(element: JsonImage, preset: Preset | None, tile: int | None, roi: Roi | None) -> Frame:
+    """A JSON image's frame: its own tile and region, where it gives them, over the request's; a preset's over all."""
+    own = _lookup(preset, {"tile": element.tile, "roi": element.roi}.get)
+    try:
+        own_tile = parse_tile(own("tile")) if own("tile") is not None else tile
+        own_roi = parse_roi(own("roi")) if own("roi") is not None else roi
+    except InvalidParameter as exc:
+        raise InvalidParameter(f"{element.where}: {exc.message}") from None
+    return Frame(element.data, own_tile, own_roi)
 
 
 def vision_request(request: Request, settings: Settings, model: str | None) -> DetectRequest:
     """``POST /v1/vision/detection`` and ``/v1/vision/custom/NAME``: DeepStack's and CodeProject.AI's form fields
     (query parameters too, as CodeProject.AI reads both), the image from the multipart body."""
+    model, preset = _resolve(settings, model)
     mimetype = (request.mimetype or "").lower()
     if mimetype == "multipart/form-data":
         parts = multipart_parts(request, settings)
@@ -135,18 +189,18 @@ def vision_request(request: Request, settings: Settings, model: str | None) -> D
         fields = {}
     if image is None:
         raise InvalidImage("No valid image file found")
-
-    def value(name: str) -> str | None:
-        return fields.get(name, request.args.get(name))
-
+    value = _lookup(preset, fields.get, request.args.get)
+    # A preset's threshold is the operator's, over DeepStack's min_confidence (which Blue Iris always sends).
+    if preset is not None and dict(preset.options).get("threshold") is not None:
+        threshold = parse_threshold(value("threshold"), 0.0)
+    else:
+        threshold = parse_min_confidence(value("min_confidence"))
     max_detections = parse_count("max_detections", value("max_detections"))
-    options = Options(
-        threshold=parse_min_confidence(value("min_confidence")),
-        iou_threshold=parse_fraction("iou_threshold", value("iou_threshold"), None),
-        classes=parse_classes(request.args.get("classes")),
-        max_detections=max_detections if max_detections is not None else settings.vision_max_detections,
-    )
-    return DetectRequest((image,), False, model, options, Output.VISION, declared_non_image=False)
+    if max_detections is None:
+        max_detections = settings.vision_max_detections
+    options = _detection_options(value, threshold, max_detections, picture=False)
+    frame = Frame(image, parse_tile(value("tile")), parse_roi(value("roi")))
+    return DetectRequest((frame,), False, model, options, Output.VISION, False, preset)
 
 
 def _accepted_picture(request: Request) -> str | None:
@@ -161,8 +215,20 @@ def _accepted_picture(request: Request) -> str | None:
 # -- JSON ---------------------------------------------------------------------------------------------------------
 
 
-def read_json_images(body: bytes, max_images: int) -> tuple[tuple[bytes | ProxyError, ...], bool]:
-    """``{"image": "<base64>"}`` or ``{"images": ["<base64>", ...]}`` → the image bytes, and whether it is a batch.
+@dataclass(frozen=True)
+class JsonImage:
+    """One image of a JSON body: its bytes (or why they could not be read), and the options it gives itself."""
+
+    data: bytes | ProxyError
+    where: str  # "image", or "images[3]"
+    tile: str | None = None
+    roi: str | None = None
+
+
+def read_json_images(body: bytes, max_images: int) -> tuple[tuple[JsonImage, ...], bool]:
+    """``{"image": "<base64>"}`` or ``{"images": [...]}`` → the images, and whether it is a batch. A batch element is
+    a base64 string, or an object ``{"image": "<base64>", "tile": 640, "roi": "x1,y1,x2,y2"}`` (so is the single
+    body); ``roi`` may also be a list of four numbers.
 
     In a batch, an element that is not valid base64 becomes that element's error; everything else wrong with the
     body is a 400 (or a 413 for too many images) for the request as a whole.
@@ -184,16 +250,48 @@ def read_json_images(body: bytes, max_images: int) -> tuple[tuple[bytes | ProxyE
     if has_one:
         if not isinstance(document["image"], str):
             raise InvalidParameter('"image" must be a base64 string')
-        return (decode_base64(document["image"], "image"),), False
+        single = _json_image(document, "image")
+        if isinstance(single.data, ProxyError):
+            raise single.data
+        return (single,), False
     images = document["images"]
     if not isinstance(images, list) or not images:
         raise InvalidParameter('"images" must be a non-empty list of base64 strings')
     if len(images) > max_images:
         raise PayloadTooLarge(f"the batch holds {len(images)} images; the limit is {max_images} (MAX_BATCH_IMAGES)")
-    if not all(isinstance(image, str) for image in images):
-        index = next(i for i, image in enumerate(images) if not isinstance(image, str))
-        raise InvalidParameter(f'"images" must hold base64 strings; element {index} is not a string')
-    return tuple(_decoded_or_error(image, f"images[{index}]") for index, image in enumerate(images)), True
+    return tuple(_json_image(image, f"images[{index}]") for index, image in enumerate(images)), True
+
+
+def _json_image(element: object, where: str) -> JsonImage:
+    """One JSON image: a base64 string, or an object holding one in ``image`` and its options."""
+    if isinstance(element, str):
+        return JsonImage(_decoded_or_error(element, where), where)
+    if not isinstance(element, dict) or not isinstance(element.get("image"), str):
+        raise InvalidParameter(
+            f'"images" must hold base64 strings or objects with the base64 string in "image"; {where} is neither'
+        )
+    unknown = sorted(set(element) - {"image", "tile", "roi"})
+    if unknown:
+        raise InvalidParameter(f"{where} has {', '.join(map(repr, unknown))[:100]}; an image takes tile and roi")
+    return JsonImage(
+        _decoded_or_error(element["image"], where),
+        where,
+        tile=_json_option(element.get("tile"), where, "tile"),
+        roi=_json_option(element.get("roi"), where, "roi"),
+    )
+
+
+def _json_option(value: object, where: str, name: str) -> str | None:
+    """A JSON option as the text its parser reads: a number, a string, or (roi) a list of numbers."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise InvalidParameter(f"{where}.{name} must be a number or a string")
+    if isinstance(value, (int, float)):
+        return str(value)
+    if name == "roi" and isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return ",".join(str(v) for v in value)
+    raise InvalidParameter(f"{where}.{name} must be {'a list of four numbers or ' if name == 'roi' else ''}a string")
 
 
 def decode_base64(text: str, where: str) -> bytes:

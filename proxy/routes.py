@@ -9,8 +9,8 @@ from typing import Any
 from flask import Blueprint, Response, request, send_from_directory
 
 from proxy import answers, metrics
-from proxy.context import current_services, deadline, json_response
-from proxy.errors import InvalidImage, ProxyError, UnsupportedMediaType
+from proxy.context import check_preset, current_services, detection_for, json_response
+from proxy.errors import InvalidImage, Misconfigured, ProxyError, UnsupportedMediaType
 from proxy.pipeline import detect
 from proxy.request import Output, classify_request
 
@@ -25,10 +25,9 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 @api.post("/classify")
 def classify() -> Response:
     """Counts, verbose detections or the annotated picture for the posted image; a list for a JSON batch."""
-    services = current_services()
-    asked = classify_request(request, services.settings)
-    model = services.model(asked.model)
-    results = detect(asked.images, model, asked.options, services.image_limits, deadline())
+    asked = classify_request(request, current_services().settings)
+    model, context = detection_for(asked)
+    results = detect(asked.images, model, asked.options, context)
     if asked.batch:
         return json_response(answers.batch(results, detailed=asked.output is Output.VERBOSE))
     result = results[0]
@@ -93,6 +92,15 @@ def models() -> Response:
             ]
         except ProxyError as exc:
             entry["versions"] = []
+            entry["error"] = exc.message
+        listing.append(entry)
+    for preset in services.settings.presets:
+        base = next(entry for entry in listing if entry["name"] == preset.model)
+        entry = {"name": preset.name, "default": False, "preset_of": preset.model, "options": preset.query}
+        entry.update({key: base[key] for key in ("classes", "versions", "error") if key in base})
+        try:
+            check_preset(preset, services.model(preset.model).backend.labels())
+        except Misconfigured as exc:
             entry["error"] = exc.message
         listing.append(entry)
     return json_response({"models": listing})

@@ -15,6 +15,7 @@ from flask import Flask
 
 from proxy.backends import Backend, CallLimit, LabelMaps, Model, ModelStatus
 from proxy.errors import NotFound
+from proxy.framecache import FrameCache, create_directory, remove_directory
 from proxy.images import DecodeBudget, ImageLimits
 from proxy.labels import LabelMap
 from proxy.settings import Settings
@@ -32,6 +33,7 @@ class Services:
     settings: Settings
     models: Mapping[str, Model]
     image_limits: ImageLimits
+    frame_cache: FrameCache | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -46,7 +48,7 @@ class Services:
         models = {config.name: Model(config.name, backends[config.name]) for config in settings.model_configs}
         # Backends close before the connection they share (registered first, closed last).
         closers[:0] = [backend.close for backend in backends.values()]
-        return cls(settings, models, limits, closers)
+        return cls(settings, models, limits, _frame_cache(settings, closers), closers)
 
     def install(self, app: Flask) -> None:
         """Make these the services of ``app`` (``of`` finds them)."""
@@ -91,10 +93,21 @@ class Services:
                 log.exception("closing %r failed", close)
 
 
+def _frame_cache(settings: Settings, closers: list[Callable[[], None]]) -> FrameCache | None:
+    """The frame cache the server's workers share (``frame_cache_dir``), or one of these services' own."""
+    if settings.frame_cache_s <= 0:
+        return None
+    directory = settings.frame_cache_dir
+    if directory is None:
+        directory = create_directory()
+        closers.append(lambda: remove_directory(directory))
+    return FrameCache(directory, ttl_s=settings.frame_cache_s, max_entries=settings.frame_cache_entries)
+
+
 def _make_backends(settings: Settings, closers: list[Callable[[], None]]) -> dict[str, Backend]:
     """A backend per configured model: TF Serving over one shared gRPC channel when SERVING_ADDRESS is set,
     else in-process TensorFlow. Label maps named in the settings are read (and checked) now."""
-    calls = CallLimit(settings.max_backend_calls)
+    calls = CallLimit(settings.max_backend_calls, settings.calls_per_request)
     fallbacks = {
         config.name: LabelMaps(LabelMap.load(config.label_map) if config.label_map is not None else None)
         for config in settings.model_configs

@@ -99,6 +99,9 @@ class Settings:
     max_tiles: int = 64  # tiles per request (tile=N), all images of a JSON batch together
     frame_cache_s: float = 5.0  # how long a frame's model output answers the same bytes again (0: no cache)
     frame_cache_entries: int = 64
+    # Where the worker processes of one server share the frame cache: a private directory `python -m proxy` makes
+    # before it forks them (None: each Services makes one of its own).
+    frame_cache_dir: Path | None = None
     max_form_parts: int = 32
     # A cap on /v1/vision/* answers (None: none): Frigate writes predictions into 20 rows and fails on a 21st, and
     # with 80 classes a busy frame can hold more; a request's own max_detections wins.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 
 from proxy import answers
-from proxy.context import current_services, deadline, json_response
+from proxy.context import current_services, detection_for, json_response
 from proxy.errors import ProxyError
 from proxy.pipeline import detect
 from proxy.request import vision_request
@@ -41,7 +41,9 @@ def custom(name: str) -> Response:
 @vision.route("/v1/vision/custom/list", methods=["GET", "POST"])
 def custom_list() -> Response:
     """The names of the models this server serves, the default first."""
-    return json_response(answers.model_list(list(current_services().models), vision_call(command_for(request.path))))
+    services = current_services()
+    names = [*services.models, *(preset.name for preset in services.settings.presets)]
+    return json_response(answers.model_list(names, vision_call(command_for(request.path))))
 
 
 @vision.get("/v1/server/status/ping", endpoint="ping")
@@ -67,10 +69,9 @@ def command_for(path: str) -> str:
 
 
 def _detect(model_name: str | None) -> Response:
-    services = current_services()
-    asked = vision_request(request, services.settings, model_name)
-    model = services.model(asked.model)
-    result = detect(asked.images, model, asked.options, services.image_limits, deadline())[0]
+    asked = vision_request(request, current_services().settings, model_name)
+    model, context = detection_for(asked)
+    result = detect(asked.images, model, asked.options, context)[0]
     if isinstance(result, ProxyError):
         raise result
     return json_response(answers.vision(result, vision_call(command_for(request.path))))

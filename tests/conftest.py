@@ -76,17 +76,26 @@ def stand_in(zoo: Zoo) -> Iterator[RunningServer]:
         yield server
 
 
+# Camera users' presets of the COCO default, as the README's Blue Iris section writes them; both proxies serve them.
+PRESETS = "camera=detector?tile=640&thresholds=person:0.5,cat:0.5; driveway=detector?roi=0.2,0.15,0.4,0.35"
+
+
 @pytest.fixture(scope="session")
 def embedded_proxy(zoo: Zoo) -> Iterator[HttpServer]:
     """``python -m proxy`` under gunicorn, every model of the zoo in-process (embedded TensorFlow)."""
-    with proxy_server({"MODELS": zoo.models_setting()}, timeout_s=180) as server:
+    with proxy_server({"MODELS": zoo.models_setting(), "PRESETS": PRESETS}, timeout_s=180) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def grpc_proxy(zoo: Zoo, stand_in: RunningServer) -> Iterator[HttpServer]:
     """``python -m proxy`` in serving mode, two workers, every model of the zoo through the stand-in."""
-    env = {"MODELS": zoo.models_setting(), "SERVING_ADDRESS": stand_in.address, "WEB_CONCURRENCY": "2"}
+    env = {
+        "MODELS": zoo.models_setting(),
+        "SERVING_ADDRESS": stand_in.address,
+        "WEB_CONCURRENCY": "2",
+        "PRESETS": PRESETS,
+    }
     with proxy_server(env) as server:
         yield server
 

@@ -1,8 +1,9 @@
 """Backends run detection models. The core sees this interface only, never which implementation it has.
 
-A backend takes request images (``ImageInput``) and asks each for the form its model wants: pixels or encoded
-bytes. It answers per image, in order, a ``Prediction`` or the ``ProxyError`` that image met, so one bad image of
-a batch does not fail the others.
+A backend takes what the model is to see (``ModelImage``: a request image, a region or a tile of one) and asks each
+for the form its model wants: pixels or encoded bytes. It answers per image, in order, a ``Prediction`` or the
+``ProxyError`` that image met, so one bad image of a batch does not fail the others. One ``predict`` call is one
+request's: its calls are in flight together, at most the request's share of the process's (``CallLimit``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from odapi.contract import InputType, encode_example
 from proxy.detections import Detections
 from proxy.errors import BackendError, ConfigError, Overloaded, ProxyError
-from proxy.images import ImageInput
+from proxy.images import ModelImage
 from proxy.labels import LabelMap
 
 
@@ -54,7 +55,7 @@ class VersionState:
 class Backend(Protocol):
     """Runs request images through one detection model."""
 
-    def predict(self, images: Sequence[ImageInput], deadline: float) -> list[Prediction | ProxyError]:
+    def predict(self, images: Sequence[ModelImage], deadline: float) -> list[Prediction | ProxyError]:
         """One answer per image, in order; every image's call ends by ``deadline`` (``time.monotonic()``)."""
         ...
 
@@ -91,7 +92,7 @@ class Model:
     backend: Backend
 
 
-def model_input(image: ImageInput, input_type: InputType, rank: int | None) -> np.ndarray:
+def model_input(image: ModelImage, input_type: InputType, rank: int | None) -> np.ndarray:
     """The tensor value ``image`` becomes for a model of ``input_type``: a batch of one, or a scalar string for the
     older TF1 ``tf_example`` exports whose input has rank 0."""
     if input_type is InputType.IMAGE_TENSOR:
@@ -108,10 +109,13 @@ def model_input(image: ImageInput, input_type: InputType, rank: int | None) -> n
 
 class CallLimit:
     """The calls to models a process has in flight at once; past it, a call waits (until its deadline) or is
-    refused with 503, so that batches times request threads cannot flood TF Serving."""
+    refused with 503, so that batches and tiles times request threads cannot flood TF Serving. One request has at most
+    ``per_request`` of them in flight (``request()``): a tiled frame's calls go out together, but never all of the
+    process's, so the other clients' requests always find theirs."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_request: int | None = None) -> None:
         self.limit = limit
+        self.per_request = max(1, min(per_request or limit, limit))
         self._slots = threading.BoundedSemaphore(limit)
 
     def acquire(self, deadline: float) -> None:
@@ -122,6 +126,33 @@ class CallLimit:
     def release(self) -> None:
         """Give a slot back."""
         self._slots.release()
+
+    def request(self) -> RequestCalls:
+        """The slots of one request's calls."""
+        return RequestCalls(self)
+
+
+class RequestCalls:
+    """One request's model calls: each takes one of the request's own ``per_request`` slots, then the process's."""
+
+    def __init__(self, limit: CallLimit) -> None:
+        self._limit = limit
+        self._own = threading.BoundedSemaphore(limit.per_request)
+
+    def acquire(self, deadline: float) -> None:
+        """Take a slot of the request's and one of the process's, or raise ``Overloaded`` at ``deadline``."""
+        if not self._own.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise Overloaded("this request's model calls did not finish in time for its next one; try again")
+        try:
+            self._limit.acquire(deadline)
+        except Overloaded:
+            self._own.release()
+            raise
+
+    def release(self) -> None:
+        """Give both slots back."""
+        self._limit.release()
+        self._own.release()
 
 
 class LabelMaps:

@@ -26,10 +26,10 @@ from typing import Any
 
 from odapi.contract import ANSWER_OUTPUTS, REQUIRED_OUTPUTS, InputType, graph_ops, pixel_input_type, string_input_type
 from odapi.layout import LABEL_MAP, latest_version, read_manifest
-from proxy.backends import CallLimit, LabelMaps, ModelStatus, Prediction, VersionState, model_input
+from proxy.backends import CallLimit, LabelMaps, ModelStatus, Prediction, RequestCalls, VersionState, model_input
 from proxy.detections import Detections
 from proxy.errors import BackendError, InvalidImage, ModelNotReady, ProxyError
-from proxy.images import ImageInput
+from proxy.images import ModelImage
 from proxy.labels import LabelMap
 from proxy.status_codes import INVALID_ARGUMENT, error_for_code
 
@@ -114,13 +114,15 @@ class EmbeddedBackend:
 
     # -- the Backend interface ---------------------------------------------------------------------------------
 
-    def predict(self, images: Sequence[ImageInput], deadline: float) -> list[Prediction | ProxyError]:
-        """Run each image through the served version; a batch's images run side by side in a small pool."""
+    def predict(self, images: Sequence[ModelImage], deadline: float) -> list[Prediction | ProxyError]:
+        """Run each image through the served version; a batch's images (or a frame's tiles) run side by side in a
+        small pool, at most the request's share of calls at once."""
         model = self._model(deadline)
+        slots = self._calls.request()
         if len(images) == 1:
-            return [self._run(model, images[0], deadline)]
+            return [self._run(model, images[0], deadline, slots)]
         pool = self._batch_pool()
-        futures = [pool.submit(self._run, model, image, deadline) for image in images]
+        futures = [pool.submit(self._run, model, image, deadline, slots) for image in images]
         return [future.result() for future in futures]
 
     def labels(self) -> LabelMap | None:
@@ -306,18 +308,18 @@ class EmbeddedBackend:
 
     # -- running -----------------------------------------------------------------------------------------------
 
-    def _run(self, model: _Loaded, image: ImageInput, deadline: float) -> Prediction | ProxyError:
+    def _run(self, model: _Loaded, image: ModelImage, deadline: float, slots: RequestCalls) -> Prediction | ProxyError:
         import tensorflow as tf  # imported here so the gRPC mode never pays for it
 
         try:
-            value = model_input(image, model.input_type, model.rank)
-            self._calls.acquire(deadline)
+            slots.acquire(deadline)
             try:
+                value = model_input(image, model.input_type, model.rank)
                 started = time.perf_counter()
                 outputs = model.function(**{model.input_key: tf.constant(value)})
                 inference_s = time.perf_counter() - started
             finally:
-                self._calls.release()
+                slots.release()
             detections = Detections.from_outputs(
                 {name: tensor.numpy() for name, tensor in outputs.items() if name in ANSWER_OUTPUTS}
             )

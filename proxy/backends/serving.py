@@ -46,10 +46,10 @@ from proxy._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from proxy.backends import CallLimit, LabelMaps, ModelStatus, Prediction, VersionState, model_input
+from proxy.backends import CallLimit, LabelMaps, ModelStatus, Prediction, RequestCalls, VersionState, model_input
 from proxy.detections import Detections
 from proxy.errors import BackendError, InvalidImage, ProxyError
-from proxy.images import ImageInput
+from proxy.images import ModelImage
 from proxy.labels import LabelMap
 from proxy.status_codes import DEADLINE_EXCEEDED, UNAVAILABLE, error_for_code
 from proxy.tensors import TensorDecodeError, ndarray_to_tensor_proto, tensor_proto_to_ndarray
@@ -157,15 +157,17 @@ class ServingBackend:
 
     # -- the Backend interface ---------------------------------------------------------------------------------
 
-    def predict(self, images: Sequence[ImageInput], deadline: float) -> list[Prediction | ProxyError]:
-        """Send every image to Predict at once (TF Serving may batch them), then read the answers in order."""
+    def predict(self, images: Sequence[ModelImage], deadline: float) -> list[Prediction | ProxyError]:
+        """Send every image to Predict (TF Serving may batch them), as many at once as the request's share of calls
+        allows, then read the answers in order."""
         signature = self._signature_for(deadline)
+        slots = self._calls.request()
         results: list[Prediction | ProxyError | None] = [None] * len(images)
         pending = list(range(len(images)))
         if signature.input_type is None and pending:
             first = pending.pop(0)
-            signature, results[first] = self._tell_strings_apart(signature, images[first], deadline)
-        calls = [(index, self._send(signature, images[index], deadline)) for index in pending]
+            signature, results[first] = self._tell_strings_apart(signature, images[first], deadline, slots)
+        calls = [(index, self._send(signature, images[index], deadline, slots)) for index in pending]
         for index, call in calls:
             results[index] = call if isinstance(call, ProxyError) else self._receive(signature, *call)
         return [result if result is not None else BackendError("no answer") for result in results]
@@ -226,7 +228,7 @@ class ServingBackend:
 
     # -- Predict -----------------------------------------------------------------------------------------------
 
-    def _request(self, signature: _Signature, image: ImageInput, input_type: InputType) -> Any:
+    def _request(self, signature: _Signature, image: ModelImage, input_type: InputType) -> Any:
         request = predict_pb2.PredictRequest(model_spec=self._model_spec())
         value = model_input(image, input_type, signature.rank)
         request.inputs[signature.input_key].CopyFrom(ndarray_to_tensor_proto(value))
@@ -234,29 +236,39 @@ class ServingBackend:
         request.output_filter.extend(signature.outputs)
         return request
 
-    def _send(self, signature: _Signature, image: ImageInput, deadline: float) -> tuple[Any, list[float]] | ProxyError:
-        """Start one Predict; returns the call and its [start, end] times, or the error that stopped it."""
+    def _send(
+        self, signature: _Signature, image: ModelImage, deadline: float, slots: RequestCalls
+    ) -> tuple[Any, list[float]] | ProxyError:
+        """Start one Predict once a slot is free; returns the call and its [start, end] times, or the error that
+        stopped it. The request message is built after the slot is taken: at most a request's share of tensors are
+        held at once, however many tiles it has."""
         assumed = signature.input_type or InputType.ENCODED_IMAGE_STRING_TENSOR
         try:
-            request = self._request(signature, image, assumed)
-            self._calls.acquire(deadline)
+            slots.acquire(deadline)
         except ProxyError as exc:
             return exc
+        try:
+            request = self._request(signature, image, assumed)
+        except BaseException as exc:
+            slots.release()
+            if isinstance(exc, ProxyError):
+                return exc
+            raise
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            self._calls.release()
+            slots.release()
             return error_for_code(DEADLINE_EXCEEDED, "no time left for Predict within REQUEST_TIMEOUT_S")
         timing = [time.perf_counter(), 0.0]
         try:
             call = self._connection.predict.future(request, timeout=remaining)
         except Exception:
             # The call never started (a closed channel raises here): its slot is not the done callback's to free.
-            self._calls.release()
+            slots.release()
             raise
 
         def finished(_: Any) -> None:
             timing[1] = time.perf_counter()
-            self._calls.release()
+            slots.release()
 
         call.add_done_callback(finished)
         return call, timing
@@ -285,14 +297,14 @@ class ServingBackend:
         return Prediction(detections, labels, served, max(0.0, (timing[1] or time.perf_counter()) - timing[0]))
 
     def _tell_strings_apart(
-        self, signature: _Signature, image: ImageInput, deadline: float
+        self, signature: _Signature, image: ModelImage, deadline: float, slots: RequestCalls
     ) -> tuple[_Signature, Prediction | ProxyError]:
         """For a string input the converter did not describe: send the image as encoded bytes, then as a
         tf.Example; the form the model takes is remembered for this version."""
         answer: Prediction | ProxyError = BackendError("no answer")
         for candidate in (InputType.ENCODED_IMAGE_STRING_TENSOR, InputType.TF_EXAMPLE):
             tried = replace(signature, input_type=candidate)
-            call = self._send(tried, image, deadline)
+            call = self._send(tried, image, deadline, slots)
             answer = call if isinstance(call, ProxyError) else self._receive(tried, *call)
             if isinstance(answer, Prediction):
                 log.info("model %s version %d takes %s", self._spec.name, signature.version, candidate)

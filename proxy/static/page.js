@@ -1,9 +1,37 @@
-// The try-it page: one /classify?verbose=true&threshold=0 call per image, then the threshold slider filters
-// the detections here, so moving it redraws at once without asking the server again.
+// The try-it page: one /classify?verbose=true&threshold=0 call per image (with its tiles and region, when chosen),
+// then the threshold slider filters the detections here, so moving it redraws at once without asking the server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { image: null, detections: [] };
+const state = { image: null, file: null, detections: [], region: null, dragging: null };
+
+function parseRegion(text) {
+  const values = text.split(",").map((part) => Number(part.trim()));
+  const ok = values.length === 4 && values.every((v) => Number.isFinite(v) && v >= 0 && v <= 1)
+             && values[0] < values[2] && values[1] < values[3];
+  return ok ? values : null;
+}
+
+function query() {
+  let q = "verbose=true&threshold=0";
+  if ($("tiles").checked) q += `&tile=${$("tile-size").value}`;
+  if (state.region) q += `&roi=${state.region.map((v) => v.toFixed(4)).join(",")}`;
+  return q;
+}
+
+function outlineRegion(ctx, region, line) {
+  const [x1, y1, x2, y2] = region;
+  const rect = [x1 * ctx.canvas.width, y1 * ctx.canvas.height,
+                (x2 - x1) * ctx.canvas.width, (y2 - y1) * ctx.canvas.height];
+  ctx.lineWidth = line;
+  ctx.setLineDash([]);
+  ctx.strokeStyle = "#000";
+  ctx.strokeRect(...rect);
+  ctx.setLineDash([6 * line, 6 * line]);
+  ctx.strokeStyle = "#fff";
+  ctx.strokeRect(...rect);
+  ctx.setLineDash([]);
+}
 
 function colourFor(name) {
   let hash = 0;
@@ -25,6 +53,8 @@ function draw() {
   ctx.drawImage(state.image, 0, 0);
   const shown = visible();
   const line = Math.max(2, Math.round(Math.min(canvas.width, canvas.height) / 250));
+  const region = state.dragging || state.region;
+  if (region) outlineRegion(ctx, region, line);
   const fontSize = Math.max(12, Math.round(Math.min(canvas.width, canvas.height) / 40));
   ctx.font = `${fontSize}px system-ui, sans-serif`;
   for (const d of shown) {
@@ -75,7 +105,7 @@ async function classify(file) {
   if (key) headers["X-API-Key"] = key;
   let response;
   try {
-    response = await fetch("/classify?verbose=true&threshold=0", { method: "POST", headers, body: file });
+    response = await fetch(`/classify?${query()}`, { method: "POST", headers, body: file });
   } catch (err) {
     showError(`The server did not answer: ${err.message}`);
     return;
@@ -87,6 +117,8 @@ async function classify(file) {
     return;
   }
   state.detections = body;
+  if (state.file === file && state.image) { draw(); return; }  // the same picture, other tiles or region
+  state.file = file;
   const url = URL.createObjectURL(file);
   const image = new Image();
   image.onload = () => { state.image = image; draw(); URL.revokeObjectURL(url); };
@@ -96,6 +128,41 @@ async function classify(file) {
 
 function pick(files) {
   if (files && files.length) classify(files[0]);
+}
+
+function setRegion(region) {
+  state.region = region;
+  $("region").value = region ? region.map((v) => v.toFixed(3)).join(",") : "";
+  if (state.file) classify(state.file);
+  else draw();
+}
+
+function pointAt(event) {
+  const box = $("canvas").getBoundingClientRect();
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  return [clamp((event.clientX - box.left) / box.width), clamp((event.clientY - box.top) / box.height)];
+}
+
+function dragRegion(canvas) {
+  let start = null;
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!state.image) return;
+    start = pointAt(e);
+    canvas.setPointerCapture(e.pointerId);
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!start) return;
+    const [x, y] = pointAt(e);
+    state.dragging = [Math.min(start[0], x), Math.min(start[1], y), Math.max(start[0], x), Math.max(start[1], y)];
+    draw();
+  });
+  canvas.addEventListener("pointerup", () => {
+    const region = state.dragging;
+    start = null;
+    state.dragging = null;
+    if (region && region[2] - region[0] > 0.01 && region[3] - region[1] > 0.01) setRegion(region);
+    else draw();
+  });
 }
 
 async function checkModel() {
@@ -115,6 +182,19 @@ document.addEventListener("DOMContentLoaded", () => {
     $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
     draw();
   });
+  $("tiles").addEventListener("change", () => { if (state.file) classify(state.file); });
+  $("tile-size").addEventListener("change", () => { if (state.file && $("tiles").checked) classify(state.file); });
+  $("region").addEventListener("change", () => {
+    const text = $("region").value.trim();
+    const region = text ? parseRegion(text) : null;
+    if (text && !region) {
+      showError("A region is four numbers from 0 to 1: x1,y1,x2,y2, with x1 < x2 and y1 < y2.");
+      return;
+    }
+    setRegion(region);
+  });
+  $("clear-region").addEventListener("click", () => setRegion(null));
+  dragRegion($("canvas"));
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragging"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
   zone.addEventListener("drop", (e) => {

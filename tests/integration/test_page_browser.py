@@ -120,3 +120,42 @@ def test_controls_are_labelled(browser: Any, grpc_proxy: HttpServer) -> None:
         assert page.get_by_role("img").count() == 1
     finally:
         page.close()
+
+
+def test_tiles_and_a_region_from_the_page(browser: Any, grpc_proxy: HttpServer, photos: dict[str, bytes]) -> None:
+    """On a 4000x3000 frame with small objects, the tiles switch makes the page find the cat and the person the
+    whole frame misses; a region typed in finds the cat alone and is drawn; dragging on the picture sets a region."""
+    from tests.support.frames import small_objects_frame
+
+    body = small_objects_frame(photos["cat"], photos["cameraman"])
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(grpc_proxy.url + "/")
+        page.wait_for_selector("#model-status:has-text('ready')")
+        page.locator("#threshold").fill("0.5")
+        page.set_input_files("#image-input", files=[{"name": "frame.jpg", "mimeType": "image/jpeg", "buffer": body}])
+        page.wait_for_selector("#canvas[data-drawn]")
+        assert table(page) == {}
+
+        page.locator("#tiles").check()
+        page.wait_for_selector("#canvas[data-drawn='2']")
+        assert table(page) == {"Cat": 1, "Person": 1}
+
+        page.locator("#region").fill("0.2,0.15,0.4,0.35")
+        page.locator("#region").press("Enter")
+        page.locator("#region").blur()
+        page.wait_for_selector("#canvas[data-drawn='1']")
+        assert table(page) == {"Cat": 1}
+
+        page.locator("#clear-region").click()
+        page.wait_for_selector("#canvas[data-drawn='2']")
+        box = page.locator("#canvas").bounding_box()
+        page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.15 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.35 * box["height"], steps=5)
+        page.mouse.up()
+        page.wait_for_selector("#canvas[data-drawn='1']")
+        corners = [float(value) for value in page.locator("#region").input_value().split(",")]
+        assert corners == pytest.approx([0.2, 0.15, 0.4, 0.35], abs=0.01)
+    finally:
+        page.close()

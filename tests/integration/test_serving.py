@@ -50,7 +50,8 @@ def test_replicas_share_load_survive_a_crash_and_recover(zoo: Zoo) -> None:
         servers = list(starting.map(lambda _: serve(zoo), range(3)))
     try:
         target = "ipv4:" + ",".join(server.address for server in servers)
-        with proxy_server({"SERVING_ADDRESS": target, "REQUEST_TIMEOUT_S": "3"}) as proxy:
+        # The same picture every time: no frame cache, so that every request reaches a replica.
+        with proxy_server({"SERVING_ADDRESS": target, "REQUEST_TIMEOUT_S": "3", "FRAME_CACHE_S": "0"}) as proxy:
             body = png(7)
             for _ in range(30):
                 assert classify(proxy, body).status_code == 200

@@ -51,7 +51,8 @@ def make_app() -> Iterator[Callable[..., Flask]]:
     built: list[Flask] = []
 
     def make(settings: Settings | None = None, **backends: FakeBackend) -> Flask:
-        settings = settings or Settings()
+        # No frame cache unless a test asks for one: most tests count what the model was asked, request by request.
+        settings = settings or Settings(frame_cache_s=0)
         backends = backends or {settings.model_name: FakeBackend(ROWS, LABELS)}
         app = create_app(settings, services=Services.build(settings, backends))
         built.append(app)

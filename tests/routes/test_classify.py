@@ -346,7 +346,7 @@ def test_batch_over_the_limit_is_a_413(make_app: Callable[..., Flask]) -> None:
         (b'{"image": 42}', "base64 string"),
         (b'{"images": []}', "non-empty list"),
         (b'{"images": "abc"}', "non-empty list"),
-        (b'{"images": ["abc", 3]}', "element 1"),
+        (b'{"images": ["abc", 3]}', "images[1] is neither"),
         (b'{"image": "***"}', "not valid base64"),
         (b'{"url": "http://example.com/cat.jpg"}', "never fetches"),
     ],

@@ -79,7 +79,7 @@ def test_a_predict_call_that_cannot_start_gives_its_slot_back() -> None:
     backend = ServingBackend(ModelSpec("m"), connection, calls=calls, labels=LabelMaps(None), request_timeout_s=1)
     signature = _Signature(1, "inputs", InputType.IMAGE_TENSOR, 4, ANSWER_OUTPUTS, None)
     with pytest.raises(ValueError, match="closed"):
-        backend._send(signature, image(), time.monotonic() + 1)
+        backend._send(signature, image(), time.monotonic() + 1, calls.request())
     calls.acquire(time.monotonic())  # Overloaded at once if the slot had leaked
     calls.release()
 
@@ -89,3 +89,18 @@ def test_errors_keep_headers_of_their_own() -> None:
     first, second = BackendError("a"), BackendError("b")
     first.headers["X-Test"] = "1"
     assert second.headers == {} and Overloaded("c").headers == {"Retry-After": "1"}
+
+
+def test_a_request_has_at_most_its_share_of_the_calls() -> None:
+    """One request's calls take at most per_request slots; another request still finds one of the process's."""
+    limit = CallLimit(4, per_request=2)
+    first, second = limit.request(), limit.request()
+    first.acquire(time.monotonic() + 1)
+    first.acquire(time.monotonic() + 1)
+    with pytest.raises(Overloaded, match="this request's model calls"):
+        first.acquire(time.monotonic() + 0.05)
+    second.acquire(time.monotonic())  # at once: the first request left the process's other slots free
+    threading.Timer(0.05, first.release).start()
+    first.acquire(time.monotonic() + 2)  # its own call finished: its next one goes
+    for calls in (first, first, second):
+        calls.release()

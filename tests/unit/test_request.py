@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 
 import pytest
 
@@ -36,7 +38,41 @@ def test_json_batch_keeps_per_image_errors() -> None:
     """A batch element that is not base64 becomes that element's error; the others decode."""
     body = b'{"images": ["' + base64.b64encode(DATA) + b'", "%%"]}'
     images, batch = read_json_images(body, max_images=4)
-    assert batch and images[0] == DATA and isinstance(images[1], InvalidImage)
+    assert batch and images[0].data == DATA and isinstance(images[1].data, InvalidImage)
+    assert [image.where for image in images] == ["images[0]", "images[1]"]
+
+
+@pytest.mark.parametrize(
+    ("element", "tile", "roi"),
+    [
+        ({"tile": 640}, "640", None),
+        ({"tile": "640", "roi": "0,0,0.5,0.5"}, "640", "0,0,0.5,0.5"),
+        ({"roi": [0, 0.25, 1, 0.75]}, None, "0,0.25,1,0.75"),
+    ],
+)
+def test_json_images_carry_their_own_tile_and_region(
+    element: dict[str, object], tile: str | None, roi: str | None
+) -> None:
+    """A batch element may be an object with the image in "image" and its own tile and roi, as text for the
+    parameters' own parsers."""
+    document = {"images": [{"image": base64.b64encode(DATA).decode(), **element}]}
+    [image], _ = read_json_images(json.dumps(document).encode(), max_images=4)
+    assert (image.data, image.tile, image.roi) == (DATA, tile, roi)
+
+
+@pytest.mark.parametrize(
+    ("element", "words"),
+    [
+        (7, "images[0] is neither"),
+        ({"image": "x", "colour": "red"}, "an image takes tile and roi"),
+        ({"image": "x", "tile": True}, "images[0].tile must be a number or a string"),
+        ({"image": "x", "roi": {"x": 1}}, "images[0].roi must be a list of four numbers or a string"),
+    ],
+)
+def test_malformed_json_images_are_a_400_naming_them(element: object, words: str) -> None:
+    """An element that is neither a string nor an image object, or gives an unknown or mistyped option, is a 400."""
+    with pytest.raises(InvalidParameter, match=re.escape(words)):
+        read_json_images(json.dumps({"images": [element]}).encode(), max_images=4)
 
 
 def test_json_batch_over_the_limit() -> None:
