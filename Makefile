@@ -88,7 +88,7 @@ test: $(VENV)/.test browser clients  ## install, then run the lint checks (those
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(VENV)/.test  ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check $(LINTED)

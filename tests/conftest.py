@@ -15,7 +15,7 @@ import pytest
 from harness.processes import HttpServer, proxy_server
 from harness.tfserving import RunningServer, start_server
 from odapi.tfenv import quiet_tensorflow
-from tests.support.zoo import Zoo, build_zoo
+from tests.support.zoo import Zoo, shared_zoo
 
 quiet_tensorflow()
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -29,6 +29,26 @@ PHOTOS = {
     "both": REPO / "docs" / "person-and-cat.jpg",  # the person and the cat side by side
 }
 API_KEY = "s3cret-key"
+
+
+# The session's stack: the stand-in and the proxies that serve the zoo. The tests that use it run on one xdist worker
+# (each worker would otherwise start the whole stack of its own); the others, which start processes of their own or
+# none, run on the other worker meanwhile (`make test` runs pytest -n 2 --dist loadgroup).
+STACK = frozenset({"stand_in", "embedded_proxy", "grpc_proxy", "any_proxy", "keyed_proxy", "capped"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests that use the session's stack onto one xdist worker, and each other integration module's tests
+    onto one worker (their module fixtures start processes: a server, `make run`)."""
+    for item in items:
+        if STACK.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("stack"))
+        elif "integration" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def _xdist_worker() -> bool:
+    return bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +84,10 @@ def person_graph() -> Path:
 
 @pytest.fixture(scope="session")
 def zoo(coco_graph: Path, person_graph: Path, tmp_path_factory: pytest.TempPathFactory) -> Zoo:
-    """Every model of the suite, exported and converted (see tests/support/zoo.py)."""
-    return build_zoo(tmp_path_factory.mktemp("zoo"), coco_graph, person_graph)
+    """Every model of the suite, exported and converted (see tests/support/zoo.py): built once per run, by the
+    first xdist worker that needs it, the others waiting for it and reading what it built."""
+    shared = tmp_path_factory.getbasetemp().parent if _xdist_worker() else tmp_path_factory.getbasetemp()
+    return shared_zoo(shared / "zoo", coco_graph, person_graph)
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,12 @@ one stand-in and one proxy per mode serve them all (``MODELS``).
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from odapi.contract import InputType
 
@@ -75,6 +78,36 @@ class Zoo:
     def foreign(self) -> list[ZooModel]:
         """The exports served as they are, not converted by this project."""
         return [model for model in self.models.values() if not model.converted]
+
+
+def shared_zoo(root: Path, coco_graph: Path, person_graph: Path) -> Zoo:
+    """The zoo under ``root``: built there by the first process that asks (an exclusive lock on ``root``'s lock file),
+    read back by those that ask after it."""
+    root.mkdir(parents=True, exist_ok=True)
+    index = root / "zoo.json"
+    with (root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if index.is_file():
+            return _read_zoo(root, json.loads(index.read_text(encoding="utf-8")))
+        zoo = build_zoo(root, coco_graph, person_graph)
+        entries = [
+            {"name": m.name, "export": str(m.export), "base_path": str(m.base_path), "input_type": str(m.input_type),
+             "converted": m.converted}
+            for m in zoo.models.values()
+        ]  # fmt: skip
+        index.write_text(json.dumps({"models": entries, "config": str(zoo.config_file)}), encoding="utf-8")
+        return zoo
+
+
+def _read_zoo(root: Path, index: dict[str, Any]) -> Zoo:
+    models = {
+        entry["name"]: ZooModel(
+            entry["name"], Path(entry["export"]), Path(entry["base_path"]), InputType(entry["input_type"]),
+            converted=entry["converted"],
+        )
+        for entry in index["models"]
+    }  # fmt: skip
+    return Zoo(root, models, Path(index["config"]))
 
 
 def build_zoo(root: Path, coco_graph: Path, person_graph: Path) -> Zoo:
