@@ -163,8 +163,9 @@ def test_a_corrupt_entry_is_missing_and_a_broken_directory_computes(directory: P
     assert gone == (b"still", False)
 
 
-def test_at_most_max_entries_are_kept(directory: Path) -> None:
+def test_at_most_max_entries_are_kept(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past max_entries the oldest entries go."""
+    monkeypatch.setattr("proxy.framecache.EVICT_EVERY_S", 0.0)  # look at every write
     cache = FrameCache(directory, ttl_s=60, max_entries=3)
     for index in range(6):
         cache.get_or_compute(f"k{index}", lambda: b"v", time.monotonic() + 1, **codec())
