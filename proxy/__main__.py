@@ -17,6 +17,7 @@ from gunicorn.app.base import BaseApplication
 
 from odapi.tfenv import quiet_tensorflow
 from proxy.errors import ConfigError
+from proxy.front.balance import Peers
 from proxy.settings import Settings
 
 
@@ -30,6 +31,8 @@ class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self._settings).items():
             self.cfg.set(key, value)
+        # In the master, before the workers fork: the table through which they share the connections.
+        Peers.install()
 
     def load(self) -> Any:
         """What the front serves: the app, and everything the front uses of it (``proxy.front.state.FrontApp``)."""
@@ -91,9 +94,13 @@ def _tune_malloc(_server: Any, _worker: Any) -> None:
 
 
 def _worker_exited(_server: Any, worker: Any) -> None:
-    """Let Prometheus' multiprocess collector drop a dead worker's live series."""
+    """Free a dead worker's row of the connection table, and let Prometheus' multiprocess collector drop its live
+    series."""
     from prometheus_client import multiprocess
 
+    peers = Peers.installed()
+    if peers is not None:
+        peers.forget(worker.pid)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
@@ -106,11 +113,12 @@ def _frame_cache_directory(settings: Settings) -> Iterator[Settings]:
         return
     from proxy.framecache import create_directory, remove_directory
 
-    directory = create_directory()
+    directory, owner = create_directory(), os.getpid()
     try:
         yield dataclasses.replace(settings, frame_cache_dir=directory)
     finally:
-        remove_directory(directory)
+        if os.getpid() == owner:  # a worker unwinds through here too when it exits (see _metrics_directory)
+            remove_directory(directory)
 
 
 @contextmanager
@@ -119,12 +127,16 @@ def _metrics_directory() -> Iterator[None]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         yield
         return
-    directory = tempfile.mkdtemp(prefix="classifyobjects-metrics-")
+    directory, owner = tempfile.mkdtemp(prefix="classifyobjects-metrics-"), os.getpid()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     try:
         yield
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        # gunicorn forks the workers from inside this block, and a worker that exits raises SystemExit up through
+        # it: only the master, which made the directory, removes it (else one worker's restart takes every
+        # worker's metrics files, and the frame cache, from under the others).
+        if os.getpid() == owner:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def main() -> int:

@@ -1,0 +1,65 @@
+"""``python -m proxy``'s shared directories: made by the master, removed by it alone.
+
+gunicorn forks every worker from inside ``main``'s ``with`` blocks, and a worker that exits raises ``SystemExit``
+up through them: a child unwinding must leave the directories the other workers still use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from proxy.__main__ import _frame_cache_directory, _metrics_directory
+from proxy.settings import Settings
+
+
+def metrics_dir() -> AbstractContextManager[Path]:
+    """``_metrics_directory`` as a context giving the directory it made."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def made() -> Iterator[Path]:
+        with _metrics_directory():
+            yield Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+    return made()
+
+
+def frames_dir() -> AbstractContextManager[Path]:
+    """``_frame_cache_directory`` as a context giving the directory it made."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def made() -> Iterator[Path]:
+        with _frame_cache_directory(dataclasses.replace(Settings(), frame_cache_s=5.0)) as settings:
+            assert settings.frame_cache_dir is not None
+            yield settings.frame_cache_dir
+
+    return made()
+
+
+@pytest.mark.parametrize("context", [metrics_dir, frames_dir], ids=["metrics", "frame cache"])
+def test_a_child_unwinding_leaves_the_directory_the_master_removes_it(
+    context: Callable[[], AbstractContextManager[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    parent = os.getpid()
+    try:
+        with context() as directory:
+            assert directory.is_dir()
+            child = os.fork()
+            if child == 0:
+                raise SystemExit(0)  # a worker exiting, as gunicorn's does: up through the with block
+            _, status = os.waitpid(child, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert directory.is_dir(), "a worker exiting removed the master's directory"
+    except SystemExit:
+        if os.getpid() != parent:
+            os._exit(0)  # the child, unwound: it must never return into pytest
+        raise
+    assert not directory.exists()  # the master removes it
