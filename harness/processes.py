@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -101,7 +101,9 @@ class HttpServer:
                 self.close()
                 raise RuntimeError(f"{self.args} exited with {self.process.returncode}:\n{log}")
             try:
-                response = requests.get(self.url + self._ready_path, timeout=2)
+                # Connection: close, or requests leaves the connection open until the response is collected: a
+                # worker would hold it as a client's.
+                response = requests.get(self.url + self._ready_path, timeout=2, headers={"Connection": "close"})
                 if response.status_code == self._ready_status:
                     return self
             except (requests.ConnectionError, requests.Timeout):
@@ -164,3 +166,33 @@ def proxy_server(env: Mapping[str, str], *, ready_path: str = "/readyz", timeout
         ready_path=ready_path,
         timeout_s=timeout_s,
     )
+
+
+ESTABLISHED = "01"  # the TCP states of /proc/net/tcp
+CLOSE_WAIT = "08"  # the client has closed, the server has not yet
+
+
+def established(pid: int, port: int, states: Collection[str] = (ESTABLISHED,)) -> set[int]:
+    """The remote ports of the TCP connections in ``states`` (established, by default) that process ``pid`` holds
+    on its local ``port`` (from ``/proc/<pid>/fd`` and ``/proc/net/tcp``, ``tcp6``): which clients a worker
+    serves."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state in states and inode in inodes and int(local.rsplit(":", 1)[1], 16) == port:
+                found.add(int(remote.rsplit(":", 1)[1], 16))
+    return found

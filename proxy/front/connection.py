@@ -107,7 +107,7 @@ class Connection(asyncio.Protocol):
         # Every byte left unsent pauses writing, so resume_writing() tells exactly when an answer has drained.
         transport.set_write_buffer_limits(high=0)
         full = len(self.server.connections) >= self.limits.max_connections
-        self.server.connections.add(self)  # a refused one too, while it lingers: the sweeper closes it
+        self.server.opened(self)  # a refused one too, while it lingers: the sweeper closes it
         if full:
             self.server.refused()
             self.state = State.HEADERS  # so the answer is logged as a request's
@@ -154,7 +154,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = State.CLOSED
         self._release_body()
-        self.server.connections.discard(self)
+        self.server.closed(self)
 
     # -- parsing -----------------------------------------------------------------------------------------------
 

@@ -2,24 +2,28 @@
 
 ``FrontServer`` needs only an asyncio loop and a ``FrontApp``; the gunicorn worker (``worker``) gives it listening
 sockets, and tests can drive its connections with a transport of their own. A connection sees the server through
-``ServerState`` only (``state``).
+``ServerState`` only (``state``). The server accepts connections itself, only while it holds no more than the least
+loaded of its sibling workers (``balance``), so keep-alive connections spread over the workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from proxy.front.balance import RECHECK_S, Share
 from proxy.front.connection import Connection
 from proxy.front.state import Budget, FrontApp, ServerState
 
 log = logging.getLogger(__name__)
 
 SWEEP_S = 0.25  # how often timeouts are checked: they fire within this much of their bound
+ACCEPT_BATCH = 16  # connections taken off the socket per wake-up, at most (then the loop serves the others)
 
 
 class FrontServer:
@@ -33,9 +37,11 @@ class FrontServer:
         server_name: str = "localhost",
         server_port: int = 80,
         clock: Callable[[], float] = time.monotonic,
+        share: Share | None = None,
     ) -> None:
         self.app = app
         self.clock = clock
+        self.share = share
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="app")
         self.state = ServerState(
             app=app,
@@ -45,8 +51,12 @@ class FrontServer:
             server_name=server_name,
             server_port=server_port,
         )
+        self.state.changed = self._rebalance
         self._sweeper: asyncio.Task[None] | None = None
-        self._servers: list[asyncio.base_events.Server] = []
+        self._sockets: list[socket.socket] = []
+        self._watching = False
+        self._starting: set[asyncio.Task[None]] = set()
+        self._pending = 0  # accepted, not yet a connection of ``state``
 
     @property
     def budget(self) -> Budget:
@@ -59,15 +69,81 @@ class FrontServer:
         return self.state.connections
 
     def connection(self) -> Connection:
-        """A new connection's protocol (the ``protocol_factory`` of ``loop.create_server``)."""
+        """A new connection's protocol (the protocol factory of ``connect_accepted_socket``, which makes it just
+        before the connection is made: from then on the connection counts itself)."""
+        self._pending = max(0, self._pending - 1)
         return Connection(self.state)
 
-    async def listen(self, sockets: Iterable[Any]) -> None:
-        """Serve on already-bound listening sockets, and start checking timeouts."""
-        loop = asyncio.get_running_loop()
+    async def listen(self, sockets: Iterable[socket.socket]) -> None:
+        """Serve on already-bound listening sockets (shared with the sibling workers), and start checking timeouts."""
         for sock in sockets:
-            self._servers.append(await loop.create_server(self.connection, sock=sock, start_serving=True))
+            sock.setblocking(False)
+            self._sockets.append(sock)
+        self._rebalance()
         self.start_sweeping()
+
+    @property
+    def held(self) -> int:
+        """The connections this worker holds, those it has accepted and is still setting up included."""
+        return len(self.state.connections) + self._pending
+
+    def _rebalance(self) -> None:
+        """Watch the sockets only while this worker may accept, and publish its count and whether it watches."""
+        held = self.held
+        self._watch(not self.state.draining and (self.share is None or self.share.may_accept(held)))
+        if self.share is not None:
+            self.share.publish(held)
+
+    def _watch(self, on: bool) -> None:
+        if on == self._watching or not self._sockets:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            if on:
+                loop.add_reader(sock.fileno(), self._accept, sock)
+            else:
+                loop.remove_reader(sock.fileno())
+        self._watching = on
+        if not on and not self.state.draining:
+            loop.call_later(RECHECK_S, self._recheck)
+
+    def _recheck(self) -> None:
+        """While not watching, look again soon: a sibling may have caught up."""
+        if not self._watching and not self.state.draining:
+            self._rebalance()
+            if not self._watching:
+                asyncio.get_running_loop().call_later(RECHECK_S, self._recheck)
+
+    def _accept(self, sock: socket.socket) -> None:
+        """Take queued connections off the shared socket, while this worker's share allows."""
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BATCH):
+            if self.share is not None and not self.share.may_accept(self.held):
+                self._rebalance()  # a sibling that holds fewer takes what comes; this one looks again soon
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # a sibling took it, or nothing is left
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # out of file descriptors or buffers: leave it queued for a sibling
+                log.warning("cannot accept a connection: %s", exc)
+                return
+            conn.setblocking(False)
+            self._pending += 1
+            task = loop.create_task(self._serve(conn))
+            self._starting.add(task)  # the loop holds tasks weakly: a connection being set up must not vanish
+            task.add_done_callback(self._starting.discard)
+            if self.share is not None:
+                self.share.publish(self.held)  # at once: siblings decide on it
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self.connection, conn)
+        except OSError:
+            conn.close()
+            self._pending = max(0, self._pending - 1)
 
     def start_sweeping(self) -> None:
         """Check every connection's bounds every ``SWEEP_S`` (idempotent)."""
@@ -80,10 +156,12 @@ class FrontServer:
             self.sweep()
 
     def sweep(self) -> None:
-        """Apply the time bounds once (the sweeper calls it; tests may call it with their own clock)."""
+        """Apply the time bounds once (the sweeper calls it; tests may call it with their own clock), and beat:
+        siblings see this worker live, and it looks whether it may accept again."""
         now = self.clock()
         for connection in list(self.connections):
             connection.check_time(now)
+        self._rebalance()
 
     def oldest_dispatch(self) -> float | None:
         """When the longest-running request of the app started (``clock()``), or None when none runs."""
@@ -97,8 +175,9 @@ class FrontServer:
     async def shutdown(self, timeout_s: float) -> None:
         """Stop accepting, close idle connections, let requests under way finish (up to ``timeout_s``)."""
         self.state.draining = True
-        for server in self._servers:
-            server.close()
+        self._watch(False)  # what is queued stays on the shared socket, for the siblings
+        if self.share is not None:
+            self.share.leave()
         deadline = self.clock() + timeout_s
         while True:
             for connection in list(self.connections):

@@ -158,6 +158,18 @@ class ServerState:
     server_port: int = 80
     connections: set[Tracked] = field(default_factory=set)
     draining: bool = False
+    changed: Callable[[], None] = lambda: None  # called when a connection opens or closes (the server rebalances)
+
+    def opened(self, connection: Tracked) -> None:
+        """Track a new connection."""
+        self.connections.add(connection)
+        self.changed()
+
+    def closed(self, connection: Tracked) -> None:
+        """Stop tracking a connection that is gone."""
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self.changed()
 
     @property
     def limits(self) -> FrontLimits:

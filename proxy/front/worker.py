@@ -18,6 +18,7 @@ from typing import Any
 
 from gunicorn.workers.base import Worker
 
+from proxy.front.balance import Peers
 from proxy.front.server import FrontServer
 from proxy.front.state import FrontApp
 
@@ -85,9 +86,11 @@ class FrontWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type infor
 
     async def _serve(self, served: FrontApp) -> None:
         address = self.sockets[0].getsockname() if self.sockets else ("localhost", 80)
+        peers = Peers.installed()
         self.front = FrontServer(
             served,
             threads=max(1, self.cfg.threads),
+            share=peers.join(os.getpid()) if peers is not None else None,
             server_name=str(address[0]) if isinstance(address, tuple) else "localhost",
             server_port=int(address[1]) if isinstance(address, tuple) and len(address) > 1 else 80,
         )

@@ -1,0 +1,141 @@
+"""The workers' share of the connections (``proxy.front.balance``): the rule, the shared table, and a FrontServer
+that accepts from a real listening socket only while its share allows. tests/integration/test_workers.py shows the
+effect on a real two-worker server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from proxy.front.balance import RECHECK_S, STALE_S, Peers, fair_to_accept
+from proxy.front.server import FrontServer
+from proxy.front.state import FrontApp, PlainHooks
+from proxy.settings import Settings
+from tests.unit.test_front import echo_app
+
+
+@pytest.mark.parametrize(
+    ("mine", "others", "fair"),
+    [
+        (0, [], True),  # alone: always
+        (5, [], True),
+        (0, [0], True),  # level: both take what comes
+        (1, [1, 1], True),
+        (1, [0], False),  # a sibling holds fewer: it takes the next one
+        (3, [2, 7], False),
+        (2, [2, 7], True),  # one of the least loaded
+        (0, [3, 1], True),
+    ],
+)
+def test_a_worker_accepts_while_no_sibling_holds_fewer(mine: int, others: list[int], fair: bool) -> None:
+    assert fair_to_accept(mine, others) is fair
+
+
+def exited_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    return int(child.stdout)
+
+
+def test_the_table_counts_live_recent_siblings_and_frees_rows() -> None:
+    peers = Peers()
+    me, sibling = os.getpid(), os.getppid()
+    mine = peers.join(me)
+    theirs = peers.join(sibling)
+    mine.publish(3)
+    theirs.publish(1)
+    now = time.monotonic()
+    assert peers.others(me, now) == [1]
+    assert peers.others(sibling, now) == [3]
+    assert not mine.may_accept(3) and mine.may_accept(1)
+    # A sibling that has not beaten for STALE_S is not waited for.
+    assert peers.others(me, now + STALE_S + 1) == []
+    peers.forget(sibling)
+    assert peers.others(me, now) == [] and mine.may_accept(99)
+
+
+def test_a_row_of_a_process_that_is_gone_is_taken_again() -> None:
+    peers = Peers()
+    gone = exited_pid()
+    peers.join(gone).publish(7)
+    # The dead worker's row comes first: the next worker takes it over, and its count is gone with it.
+    peers.join(os.getpid()).publish(0)
+    assert peers.others(os.getpid(), time.monotonic()) == []
+    rows = [row.pid for row in peers._table.get_obj() if row.pid]
+    assert rows.count(os.getpid()) == 1 and gone not in rows  # the dead row was reused, not a free one
+
+
+def test_leaving_stops_a_worker_being_counted() -> None:
+    peers = Peers()
+    leaving = peers.join(os.getppid())
+    leaving.publish(0)
+    mine = peers.join(os.getpid())
+    assert not mine.may_accept(1)
+    leaving.leave()
+    assert mine.may_accept(1)
+    leaving.publish(0)  # after leaving: nothing, the row stays free
+    assert mine.may_accept(1)
+
+
+def test_a_front_server_accepts_only_its_share_and_takes_more_once_a_sibling_catches_up() -> None:
+    """A FrontServer on a real listening socket, with one sibling in its table that holds no connection: it takes
+    the first connection (level), leaves the second queued while the sibling holds fewer, and accepts it within
+    RECHECK_S once the sibling holds more; a sibling that leaves is not waited for."""
+
+    async def body() -> None:
+        peers = Peers()
+        sibling = peers.join(os.getppid())
+        sibling.publish(0)
+        served = FrontApp(echo_app, Settings().front, PlainHooks(), 60.0, close=lambda: None)
+        server = FrontServer(served, threads=1, share=peers.join(os.getpid()))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        await server.listen([listener])
+        loop = asyncio.get_running_loop()
+        clients = []
+        try:
+
+            async def connect() -> None:
+                client = socket.socket()
+                client.setblocking(False)
+                await loop.sock_connect(client, ("127.0.0.1", port))
+                clients.append(client)
+
+            async def held(count: int, within_s: float) -> bool:
+                deadline = loop.time() + within_s
+                while loop.time() < deadline:
+                    if len(server.connections) == count:
+                        return True
+                    await asyncio.sleep(0.002)
+                return len(server.connections) == count
+
+            await connect()
+            assert await held(1, 2.0)
+            await connect()  # queued in the kernel: the sibling holds fewer
+            await asyncio.sleep(RECHECK_S * 20)
+            assert len(server.connections) == 1
+            sibling.publish(2)
+            assert await held(2, RECHECK_S * 40)
+            await connect()  # 2 against 2: level, so it is taken
+            assert await held(3, 2.0)
+            sibling.publish(0)
+            await connect()
+            await asyncio.sleep(RECHECK_S * 20)
+            assert len(server.connections) == 3
+            sibling.leave()  # a sibling that stops is not waited for
+            assert await held(4, RECHECK_S * 40)
+        finally:
+            for client in clients:
+                client.close()
+            await server.shutdown(0.5)
+            listener.close()
+
+    asyncio.run(body())
