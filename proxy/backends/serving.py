@@ -7,8 +7,10 @@ service config asks for client-side ``round_robin`` over every address the targe
 What a model takes is learned from ``GetModelMetadata`` and cached per version: the input key, its dtype (so
 converted TF1 graphs, ``inputs``, and TF2 exports, ``input_tensor`` with a batch of one, need no configuration), and
 for string inputs whether they are encoded images or tf.Example protos: the converter's metadata signature says
-so; for a model converted elsewhere the first image is sent both ways, once. Answers carry the label map of the
-model that produced them (``odapi.contract.LABEL_MAP_OUTPUT``) when the converter wrote it.
+so; for a model converted elsewhere the first image is sent both ways, once. A version's label map is the one its
+metadata signature carries (learned with the signature, once); an answer from a version other than the one learned
+takes the new version's, learned then. A model whose metadata has no label map but whose answers carry one
+(``odapi.contract.LABEL_MAP_OUTPUT``) has it read from every answer.
 """
 
 from __future__ import annotations
@@ -294,17 +296,23 @@ class ServingBackend:
         except grpc.RpcError as exc:
             return self._failed(exc, signature)
         served = response.model_spec.version.value or signature.version
-        if served != signature.version:
-            log.info("model %s: TF Serving now serves version %d; learning its signature", self._spec.name, served)
-            self._signature = None
+        labels_text = signature.labels_text
         try:
+            if served != signature.version:
+                log.info("model %s: TF Serving now serves version %d; learning its signature", self._spec.name, served)
+                self._signature = None
+                # This answer's label map is the new version's: learned now, so no answer pairs one version's class
+                # ids with another's names.
+                labels_text = self._signature_for(time.monotonic() + min(STATUS_TIMEOUT_S, self._timeout_s)).labels_text
             outputs = {
                 name: tensor_proto_to_ndarray(tensor)
                 for name, tensor in response.outputs.items()
                 if name in ANSWER_OUTPUTS or name == LABEL_MAP_OUTPUT
             }
             detections = Detections.from_outputs(outputs)
-            labels = self._labels.parse(_first_string(outputs.get(LABEL_MAP_OUTPUT)), f"model {self._spec.name}")
+            if LABEL_MAP_OUTPUT in outputs:
+                labels_text = _first_string(outputs[LABEL_MAP_OUTPUT])
+            labels = self._labels.parse(labels_text, f"model {self._spec.name}")
         except TensorDecodeError as exc:
             return BackendError(f"cannot read TF Serving's answer for model {self._spec.name}: {exc}")
         except ProxyError as exc:
@@ -373,9 +381,13 @@ class ServingBackend:
                 f"model {name} takes {input_key} of {dtype_name(info.dtype)}; a detector takes uint8 or float32 pixels "
                 "[batch, height, width, 3], or a string of image bytes"
             )
-        outputs = tuple(o for o in (*ANSWER_OUTPUTS, LABEL_MAP_OUTPUT) if o in signature_def.outputs)
+        labels_text = metadata.get(METADATA_LABEL_MAP)
+        # The label map rides on every answer only when the metadata does not carry it (it is a few KB to serialize
+        # and read per call: the COCO map is 80 entries).
+        wanted_outputs = ANSWER_OUTPUTS if labels_text is not None else (*ANSWER_OUTPUTS, LABEL_MAP_OUTPUT)
+        outputs = tuple(o for o in wanted_outputs if o in signature_def.outputs)
         log.info("model %s version %d: input %s (%s)", name, version, input_key, input_type or "string, to be told")
-        return _Signature(version, input_key, input_type, rank, outputs, metadata.get(METADATA_LABEL_MAP))
+        return _Signature(version, input_key, input_type, rank, outputs, labels_text)
 
     def _metadata(self, version: int, deadline: float) -> dict[str, str]:
         """The converter's metadata signature of ``version``: its input type and label map."""
