@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -35,7 +36,7 @@ from bench.load import (
 )
 from bench.report import Results
 from bench.slow import SlowClients
-from harness.processes import HttpServer
+from harness.processes import HttpServer, established
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 THRESHOLD = 0.75  # sent explicitly, so a DEFAULT_THRESHOLD in the environment cannot make the variants differ
@@ -56,7 +57,8 @@ class Plan:
     frigate: int  # frames per round
     ordinary: int  # timed requests per round of the ordinary clients beside the slow ones
     slow_connections: int
-    large: int  # 4000x3000 requests
+    large: int  # 4000x3000 requests (and as many 640x480 ones) per round
+    overhead: int  # requests per round of each side of the CPU overhead comparison
     cold_starts: int
     settle_s: float  # after opening the slow connections, before measuring
     time_limit_s: float  # per round: no new request starts after this
@@ -65,8 +67,8 @@ class Plan:
     def make(cls, quick: bool) -> Plan:
         """The full plan (about 5 minutes on 2 idle cores) or the quick one (a smoke run, about 25 s)."""
         if quick:
-            return cls(1, 6, 16, 6, 1, 10, 8, 40, 2, 1, 0.3, 20.0)
-        return cls(5, 90, 150, 90, 5, 120, 150, 500, 12, 3, 1.5, 60.0)
+            return cls(1, 6, 16, 6, 1, 10, 8, 40, 2, 20, 1, 0.3, 20.0)
+        return cls(5, 90, 150, 90, 5, 120, 150, 500, 12, 400, 3, 1.5, 60.0)
 
 
 class Interrupted(Exception):
@@ -130,7 +132,7 @@ class Bench:
                             stop=self.stop,
                         )
                     )
-                measurement.rounds.append(result)
+                    measurement.rounds.append(result)  # inside: what wraps the round may read it
                 rate = len(result.latencies_s) / result.elapsed_s if result.elapsed_s else float("nan")
                 log(
                     f"{section} | {variant.name} x{variant.clients} round {index + 1}/{self.plan.rounds}: "
@@ -250,8 +252,10 @@ class Processes:
     models: stack.Models
     stand_in: stack.StandIn
     tf_floor: stack.TfFloor
+    grpc_floor: stack.GrpcFloor  # the bare gRPC client, for the demo models
+    bare_flask: stack.Server  # the bare Flask app under the front
     embedded: stack.Server  # long connection timeouts: section 1's embedded proxy is section 6's too
-    front: stack.Server  # serving mode: sections 1 to 5, the large pictures, the answers
+    front: stack.Server  # serving mode, every model: sections 1 to 5 and 7, the large pictures, the answers
     gthread: stack.Server
     slow_serving: stack.Server  # serving mode with long connection timeouts, for section 6
 
@@ -271,6 +275,9 @@ class RunState:
     held: dict[str, dict[str, int]] = field(default_factory=lambda: {report.SERVING: {}, report.EMBEDDED: {}})
     answers: dict[str, str] = field(default_factory=dict)
     cold_starts_s: list[float] = field(default_factory=list)
+    # input type → side (proxy, bare Flask, bare gRPC client) → CPU ms per request, one per round
+    overhead_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    spread: list[list[int]] = field(default_factory=list)  # 8 clients: connections per proxy worker, each round
 
     @property
     def photo(self) -> bytes:
@@ -325,7 +332,7 @@ def _registered(cleanup: contextlib.ExitStack, server: stack.Server) -> stack.Se
 
 def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Processes:
     """Start the TF Serving stand-in, the in-process floor and four proxies, all at once."""
-    log("starting the TF Serving stand-in and four proxies")
+    log("starting the TF Serving stand-in, four proxies and the floors")
     stand_in = stack.StandIn(models.config)
     cleanup.callback(stand_in.stop)
     metrics_dir = stack.metrics_dir()
@@ -334,7 +341,8 @@ def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Pr
     tf_floor = stack.TfFloor(models.version_dir(stack.DEFAULT_MODEL), out / f"image-{photos.SMALL}.jpg", 5)
     cleanup.callback(tf_floor.stop)
     embedded = _registered(cleanup, stack.proxy(models, None, extra=stack.LONG_TIMEOUTS))
-    front = _registered(cleanup, stack.proxy(models, stand_in.address))
+    front = _registered(cleanup, stack.proxy(models, stand_in.address, names=(*stack.SERVED, *stack.DEMOS)))
+    bare_flask = _registered(cleanup, stack.bare_flask())
     gthread = _registered(cleanup, stack.gthread_proxy(models, stand_in.address, metrics_dir))
     slow_serving = _registered(cleanup, stack.proxy(models, stand_in.address, extra=stack.LONG_TIMEOUTS))
     # All at once: the serving-mode proxies poll /readyz until the stand-in answers.
@@ -346,12 +354,18 @@ def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Pr
             "gunicorn -k gthread": gthread.start,
             "python -m proxy (serving, for slow clients)": slow_serving.start,
             "python -m bench.tf_floor": tf_floor.start,
+            "the bare Flask app": bare_flask.start,
         }
     )
+    # Once the stand-in serves: the bare gRPC client warms every model up before it says READY.
+    demos = {name: models.input_types[name] for name in stack.DEMOS}
+    grpc_floor = stack.GrpcFloor(stand_in.address, out / f"image-{photos.SMALL}.jpg", demos, 20)
+    cleanup.callback(grpc_floor.stop)
+    grpc_floor.start()
     # Registered after every process's own stop, so it runs before them: all stop at once (each takes a second
     # or two), and their own stops find nothing left to do.
-    cleanup.callback(_stop_all, [embedded, front, gthread, slow_serving])
-    return Processes(models, stand_in, tf_floor, embedded, front, gthread, slow_serving)
+    cleanup.callback(_stop_all, [embedded, front, gthread, slow_serving, bare_flask])
+    return Processes(models, stand_in, tf_floor, grpc_floor, bare_flask, embedded, front, gthread, slow_serving)
 
 
 def _serving_floors(state: RunState) -> None:
@@ -361,7 +375,7 @@ def _serving_floors(state: RunState) -> None:
     proxy_1 = Variant("proxy, serving mode", state.on_front, 1)
     state.bench.compare(report.S1_LATENCY, [floor_1, proxy_1], state.plan.latency, 5)
     floor_8 = Variant("direct Predict (floor)", lambda: FloorClient(address, photo, stack.DEFAULT_MODEL), 8)
-    proxy_8 = Variant("proxy, serving mode", state.on_front, 8)
+    proxy_8 = Variant("proxy, serving mode", state.on_front, 8, _spread_meter(state.processes.front, state.spread))
     state.bench.compare(report.S1_THROUGHPUT, [floor_8, proxy_8], state.plan.throughput, 16)
 
 
@@ -412,11 +426,53 @@ def _front_vs_gthread(state: RunState) -> None:
 
 
 def _large_then_memory(state: RunState) -> None:
-    """The large picture; then the serving-mode proxy's memory, after all that load."""
-    front, large = state.processes.front, state.pictures[photos.LARGE]
-    proxy = Variant("proxy, serving mode", lambda: image_client(front.port, large, CLASSIFY), 1)
-    state.bench.compare(report.LARGE, [proxy], state.plan.large, 2)
+    """The large picture against the small one, on the demo model (its own cost barely grows with the picture, so
+    the proxy's does show); then the serving-mode proxy's memory, after all that load."""
+    front, pictures = state.processes.front, state.pictures
+    path = f"{CLASSIFY}&model={stack.DEMO_MODEL}"
+    small = Variant(f"{photos.SMALL}, demo model", lambda: image_client(front.port, pictures[photos.SMALL], path), 1)
+    large = Variant(f"{photos.LARGE}, demo model", lambda: image_client(front.port, pictures[photos.LARGE], path), 1)
+    state.bench.compare(report.LARGE, [small, large], state.plan.large, 2)
     state.memory = stack.gunicorn_memory(_pid(front))
+
+
+def _overhead(state: RunState) -> None:
+    """7. The proxy's own CPU per request beyond both floors, on the demo models: the proxy's workers, the bare
+    Flask app's workers and the bare gRPC client's process, each read around its own rounds."""
+    front, flask, floor, photo = (
+        state.processes.front,
+        state.processes.bare_flask,
+        state.processes.grpc_floor,
+        state.photo,
+    )
+    for model, input_type in ((stack.DEMO_MODEL, report.IMAGE_TENSOR), (stack.DEMO_ENCODED_MODEL, report.ENCODED)):
+        sides: dict[str, list[float]] = {report.PROXY: [], report.BARE_FLASK: [], report.BARE_GRPC: []}
+        state.overhead_ms[input_type] = sides
+        to_proxy = functools.partial(image_client, front.port, photo, f"{CLASSIFY}&model={model}")
+        to_flask = functools.partial(image_client, flask.port, photo, stack.BARE_FLASK_PATH)
+        state.bench.warm(to_proxy, 20)
+        state.bench.warm(to_flask, 20)
+        variants = [
+            Variant(
+                f"{report.PROXY}, {input_type}",
+                to_proxy,
+                1,
+                _per_request_cpu(lambda: front.workers, sides[report.PROXY]),
+            ),
+            Variant(
+                f"{report.BARE_FLASK}, {input_type}",
+                to_flask,
+                1,
+                _per_request_cpu(lambda: flask.workers, sides[report.BARE_FLASK]),
+            ),
+            Variant(
+                f"{report.BARE_GRPC}, {input_type}",
+                _no_client,
+                1,
+                runner=_grpc_rounds(floor, model, sides[report.BARE_GRPC]),
+            ),
+        ]
+        state.bench.compare(report.S7, variants, state.plan.overhead, 0)
 
 
 def _slow_serving(state: RunState) -> None:
@@ -463,7 +519,8 @@ PHASES: tuple[Callable[[RunState], None], ...] = (
     _batch,
     _frigate,
     _front_vs_gthread,
-    _large_then_memory,  # after sections 1 to 5: its memory is the memory after their load
+    _overhead,
+    _large_then_memory,  # after sections 1 to 5 and 7: its memory is the memory after their load
     _slow_serving,
     _embedded_floor,
     _slow_embedded,
@@ -497,6 +554,8 @@ def _results(state: RunState, *, quick: bool, load_at_start: str, setup_s: float
         setup_s=setup_s,
         model_prep_s=models.export_s + models.convert_s,
         models_cached=models.cached,
+        overhead_ms=state.overhead_ms,
+        spread=state.spread,
     )
 
 
@@ -510,6 +569,57 @@ def _floor_rounds(floor: stack.TfFloor) -> Callable[[int], Round]:
     def runner(requests: int) -> Round:
         latencies = floor.run(requests)
         return Round(latencies, [], sum(latencies))
+
+    return runner
+
+
+def _per_request_cpu(pids: Callable[[], list[int]], into: list[float]) -> Around:
+    """Appends the CPU milliseconds per request ``pids`` use in each round (the round's requests, sent) to ``into``."""
+
+    @contextlib.contextmanager
+    def around(measurement: Measurement) -> Iterator[None]:
+        before = stack.cpu_s(pids())
+        yield
+        used = stack.cpu_s(pids()) - before
+        sent = len(measurement.rounds[-1].latencies_s) if measurement.rounds else 0
+        into.append(1000 * used / sent if sent else math.nan)
+
+    return around
+
+
+def _spread_meter(server: stack.Server, into: list[list[int]], clients: int = 8) -> Around:
+    """Reads, every 0.1 s of each round, how many connections each of ``server``'s workers holds; keeps the first
+    reading with every client connected (the last reading, if none had)."""
+
+    @contextlib.contextmanager
+    def around(_: Measurement) -> Iterator[None]:
+        found: list[int] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.1):
+                counts = [len(established(pid, server.port)) for pid in server.workers]
+                found[:] = counts
+                if sum(counts) >= clients:
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        yield
+        done.set()
+        sampler.join(5)
+        into.append(list(found))
+
+    return around
+
+
+def _grpc_rounds(floor: stack.GrpcFloor, model: str, cpu_ms: list[float]) -> Callable[[int], Round]:
+    """Rounds of the bare gRPC client: it measures n calls of ``model`` in its own process, and its CPU."""
+
+    def runner(requests: int) -> Round:
+        found = floor.run(model, requests)
+        cpu_ms.append(1000 * found.cpu_s / len(found.latencies_s) if found.latencies_s else math.nan)
+        return Round(found.latencies_s, [], sum(found.latencies_s))
 
     return runner
 

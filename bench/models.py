@@ -1,12 +1,18 @@
-"""``python -m bench.models WORK``: the real detector in the two forms the benchmark serves, converted for serving.
+"""``python -m bench.models WORK``: the models the benchmark serves (the real detector and the demo one, each with
+both input types), converted for serving.
 
 Run as a subprocess by ``bench.stack.prepare_models`` (it imports TensorFlow; the load generator never does). As
 the test suite's zoo builds them (``tests/support/zoo.py``), without importing it:
 
     WORK/exports/detector           the default COCO SSDLite detector: its TF1 frozen graph (image_tensor), as built
     WORK/exports/detector-encoded   the same network behind an encoded_image_string_tensor input (the TF1 exporter's)
-    WORK/models/<name>/1          each converted by the project's converter (``converter.convert``, with warm-up)
-    WORK/models.config            a TF Serving ModelServerConfig listing both
+    WORK/exports/demo               the demo detector (``demo_model``, a few TF ops: fast), image_tensor
+    WORK/exports/demo-encoded       the demo detector behind an encoded_image_string_tensor input
+    WORK/models/<name>/1            each converted by the project's converter (``converter.convert``, with warm-up)
+    WORK/models.config              a TF Serving ModelServerConfig listing all four
+
+The demo detector costs the model almost nothing, so the proxy's own overhead and the large pictures' decoding are
+measured on it: on the COCO detector the model's time would hide them.
 
 The result is cached under the converter's cache directory (``$CLASSIFYOBJECTS_CACHE``, else
 ``~/.cache/classifyobjects``) in ``bench-models/<key>``, the key a digest of everything the files depend on: the
@@ -33,6 +39,8 @@ from pathlib import Path
 
 DEFAULT = "detector"
 ENCODED = "detector-encoded"
+DEMO = "demo"
+DEMO_ENCODED = "demo-encoded"
 
 
 def build(work: Path, final: Path) -> dict[str, object]:
@@ -41,6 +49,7 @@ def build(work: Path, final: Path) -> dict[str, object]:
     from converter import convert
     from converter.default_model import cache_dir, coco_default
     from demo_model.exports import frozen_detector, tf1_frozen_graph
+    from demo_model.graph import label_map_text
     from odapi.contract import InputType
 
     began = time.perf_counter()
@@ -56,11 +65,18 @@ def build(work: Path, final: Path) -> dict[str, object]:
     encoded_graph = tf1_frozen_graph(InputType.ENCODED_IMAGE_STRING_TENSOR, frozen_detector(graph))
     (encoded / "frozen_inference_graph.pb").write_bytes(encoded_graph)
     (encoded / "label_map.pbtxt").write_text(coco.label_map_text, encoding="utf-8")
+    demos = []
+    for name, input_type in ((DEMO, InputType.IMAGE_TENSOR), (DEMO_ENCODED, InputType.ENCODED_IMAGE_STRING_TENSOR)):
+        demo = exports / name
+        demo.mkdir(parents=True, exist_ok=True)
+        (demo / "frozen_inference_graph.pb").write_bytes(tf1_frozen_graph(input_type))
+        (demo / "label_map.pbtxt").write_text(label_map_text(), encoding="utf-8")
+        demos.append(demo)
     exported = time.perf_counter()
 
     models: dict[str, str] = {}
     input_types: dict[str, str] = {}
-    for directory in (detector, encoded):
+    for directory in (detector, encoded, *demos):
         result = convert(directory, work / "models" / directory.name, warmup=True)
         models[directory.name] = str(final / "models" / directory.name)
         input_types[directory.name] = str(result.input_type)

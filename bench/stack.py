@@ -20,12 +20,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.processes import REPO, HttpServer, children, free_port, quiet_tf_env, rss_kib
 from harness.tfserving import RunningServer, ServerStartError, start_server
 
 DEFAULT_MODEL = "detector"
 ENCODED_MODEL = "detector-encoded"
+DEMO_MODEL = "demo"  # the demo detector: the model costs almost nothing, the proxy's own work shows
+DEMO_ENCODED_MODEL = "demo-encoded"
+SERVED = (DEFAULT_MODEL, ENCODED_MODEL)  # what a serving-mode proxy serves, the default first
+DEMOS = (DEMO_MODEL, DEMO_ENCODED_MODEL)
 STAND_IN_THREADS = 32  # more gRPC threads than clients: queueing happens in TF, not there
 # The slow-client proxies keep every slow connection open for the whole measurement.
 LONG_TIMEOUTS = {
@@ -57,7 +62,7 @@ class Models:
         """The one converted version of ``name``."""
         return self.base_paths[name] / "1"
 
-    def setting(self, names: tuple[str, ...] = (DEFAULT_MODEL, ENCODED_MODEL)) -> str:
+    def setting(self, names: tuple[str, ...] = SERVED) -> str:
         """``MODELS`` for a proxy serving ``names`` (each version carries its own label map)."""
         return ",".join(f"{name}::{self.base_paths[name]}" for name in names)
 
@@ -93,18 +98,26 @@ def prepare_models(work: Path) -> Models:
     )
 
 
-class TfFloor:
-    """The embedded floor (``python -m bench.tf_floor``): ``start()`` loads and warms it up, ``run(n)`` measures n
-    requests."""
+class FloorProcess:
+    """A floor measured in a process of its own (``python -m MODULE ARGS``): ``start()`` waits for its READY line,
+    ``ask(line)`` sends one command line and returns its one-line JSON answer."""
 
-    def __init__(self, version_dir: Path, photo: Path, warmup: int) -> None:
-        self._args = [str(version_dir), str(photo), str(warmup)]
+    def __init__(self, module: str, args: list[str]) -> None:
+        self._module = module
+        self._args = args
         self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The floor's process id."""
+        if self._process is None:
+            raise StackError(f"python -m {self._module} is not running")
+        return int(self._process.pid)
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Start it and wait for its READY line."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.tf_floor", *self._args],
+            [sys.executable, "-m", self._module, *self._args],
             cwd=REPO,
             env={**os.environ, **quiet_tf_env()},
             stdin=subprocess.PIPE,
@@ -114,16 +127,16 @@ class TfFloor:
         )
         line = self._read_line(timeout_s)
         if line != "READY":
-            raise StackError(f"python -m bench.tf_floor did not get ready (it said {line!r})")
+            raise StackError(f"python -m {self._module} did not get ready (it said {line!r})")
 
-    def run(self, requests: int, timeout_s: float = 300.0) -> list[float]:
-        """Let it measure ``requests`` requests; their latencies in seconds."""
+    def ask(self, line: str, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Send one command line; its JSON answer."""
         if self._process is None or self._process.stdin is None:
-            raise StackError("python -m bench.tf_floor is not running")
-        self._process.stdin.write(f"{requests}\n")
+            raise StackError(f"python -m {self._module} is not running")
+        self._process.stdin.write(f"{line}\n")
         self._process.stdin.flush()
-        found = json.loads(self._read_line(timeout_s))
-        return [float(value) for value in found["latencies_s"]]
+        found: dict[str, Any] = json.loads(self._read_line(timeout_s))
+        return found
 
     def _read_line(self, timeout_s: float) -> str:
         assert self._process is not None and self._process.stdout is not None
@@ -133,7 +146,7 @@ class TfFloor:
         reader.join(timeout_s)
         if not lines or not lines[0]:
             raise StackError(
-                f"python -m bench.tf_floor said nothing within {timeout_s:g} s (exit status {self._process.poll()})"
+                f"python -m {self._module} said nothing within {timeout_s:g} s (exit status {self._process.poll()})"
             )
         return lines[0].strip()
 
@@ -142,6 +155,40 @@ class TfFloor:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+
+
+class TfFloor(FloorProcess):
+    """The embedded floor (``python -m bench.tf_floor``): ``start()`` loads and warms it up, ``run(n)`` measures n
+    requests."""
+
+    def __init__(self, version_dir: Path, photo: Path, warmup: int) -> None:
+        super().__init__("bench.tf_floor", [str(version_dir), str(photo), str(warmup)])
+
+    def run(self, requests: int, timeout_s: float = 300.0) -> list[float]:
+        """Let it measure ``requests`` requests; their latencies in seconds."""
+        return [float(value) for value in self.ask(str(requests), timeout_s)["latencies_s"]]
+
+
+@dataclass(frozen=True)
+class FloorRound:
+    """One round of the bare gRPC client: each request's latency, and the CPU its whole process used for them."""
+
+    latencies_s: list[float]
+    cpu_s: float
+
+
+class GrpcFloor(FloorProcess):
+    """The bare gRPC client (``python -m bench.grpc_floor``) in a process of its own, so that its CPU time is its
+    own work only: ``run(model, n)`` measures n Predict calls of ``model``."""
+
+    def __init__(self, address: str, photo: Path, models: Mapping[str, str], warmup: int) -> None:
+        pairs = [f"{name}={input_type}" for name, input_type in models.items()]
+        super().__init__("bench.grpc_floor", [address, str(photo), str(warmup), *pairs])
+
+    def run(self, model: str, requests: int, timeout_s: float = 300.0) -> FloorRound:
+        """Let it measure ``requests`` calls of ``model``."""
+        found = self.ask(f"{model} {requests}", timeout_s)
+        return FloorRound([float(value) for value in found["latencies_s"]], float(found["cpu_s"]))
 
 
 class StandIn:
@@ -199,23 +246,64 @@ class Server(HttpServer):
         return children(self.process.pid)
 
 
-def proxy_env(models: Models, serving_address: str | None, names: tuple[str, ...]) -> dict[str, str]:
-    """A proxy configured as a user runs it (default workers and threads), serving ``names``."""
+def proxy_env(
+    models: Models, serving_address: str | None, names: tuple[str, ...], *, frame_cache: bool = False
+) -> dict[str, str]:
+    """A proxy configured as a user runs it (default workers and threads), serving ``names``; the frame cache off
+    unless ``frame_cache`` (then at its default lifetime)."""
     # An API_KEY in the caller's environment would turn every benchmark request into a 401; LOG_FORMAT=json is what
     # a service without a terminal logs anyway. The benchmark sends the same pictures again and again to measure the
     # model's path: the frame cache, which would answer them from the first, is off (its own phase measures it).
     env = {"MODELS": models.setting(names), "API_KEY": "", "LOG_FORMAT": "json", "FRAME_CACHE_S": "0"}
+    if frame_cache:
+        # Named rather than left out: a FRAME_CACHE_S in the caller's environment would otherwise reach the proxy.
+        env["FRAME_CACHE_S"] = f"{_default_frame_cache_s():g}"
     if serving_address:
         env["SERVING_ADDRESS"] = serving_address
     return env
 
 
-def proxy(models: Models, serving_address: str | None, *, extra: Mapping[str, str] | None = None) -> Server:
-    """``python -m proxy`` (gunicorn, the front); serving mode with an address, else embedded (the detector only)."""
-    names = (DEFAULT_MODEL, ENCODED_MODEL) if serving_address else (DEFAULT_MODEL,)
+def _default_frame_cache_s() -> float:
+    from proxy.settings import Settings
+
+    return float(Settings().frame_cache_s)
+
+
+def proxy(
+    models: Models,
+    serving_address: str | None,
+    *,
+    extra: Mapping[str, str] | None = None,
+    names: tuple[str, ...] | None = None,
+    frame_cache: bool = False,
+) -> Server:
+    """``python -m proxy`` (gunicorn, the front); serving mode with an address (``names``, else both detectors),
+    else embedded (the detector only)."""
+    if names is None:
+        names = SERVED if serving_address else (DEFAULT_MODEL,)
     port = free_port()
-    env = {"PORT": str(port), "HOST": "127.0.0.1", **proxy_env(models, serving_address, names), **(extra or {})}
+    env = {
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        **proxy_env(models, serving_address, names, frame_cache=frame_cache),
+        **(extra or {}),
+    }
     return Server([sys.executable, "-m", "proxy"], port=port, env=env, ready_path="/readyz", timeout_s=180)
+
+
+BARE_FLASK_PATH = "/classify"
+
+
+def bare_flask() -> Server:
+    """The HTTP side's floor: ``bench.bare_flask`` (a Flask app with one POST route) under the proxy's own server,
+    ``python -m gunicorn -k proxy.front.worker.FrontWorker``, 2 workers x 8 threads as ``python -m proxy`` runs."""
+    port = free_port()
+    args = [
+        sys.executable, "-m", "gunicorn", "-k", "proxy.front.worker.FrontWorker", "--workers", "2", "--threads", "8",
+        "--bind", f"127.0.0.1:{port}", "bench.bare_flask:app",
+    ]  # fmt: skip
+    # Its one route takes POST only: a GET answering 405 says the app is loaded and serving.
+    return Server(args, port=port, ready_path=BARE_FLASK_PATH, ready_status=405, timeout_s=60)
 
 
 def gthread_proxy(models: Models, serving_address: str, metrics_dir: Path) -> Server:
@@ -228,7 +316,7 @@ def gthread_proxy(models: Models, serving_address: str, metrics_dir: Path) -> Se
         "--bind", f"127.0.0.1:{port}", "proxy.app:create_app()",
     ]  # fmt: skip
     env = {
-        **proxy_env(models, serving_address, (DEFAULT_MODEL, ENCODED_MODEL)),
+        **proxy_env(models, serving_address, SERVED),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     return Server(args, port=port, env=env, ready_path="/readyz", timeout_s=180)
@@ -239,7 +327,7 @@ def cold_start_s(models: Models, serving_address: str, timeout_s: float = 60.0) 
     port = free_port()
     env = {
         **os.environ,
-        **proxy_env(models, serving_address, (DEFAULT_MODEL, ENCODED_MODEL)),
+        **proxy_env(models, serving_address, SERVED),
         "PORT": str(port),
         "HOST": "127.0.0.1",
     }

@@ -20,6 +20,7 @@ TIME_LIMIT_S = 150
 TARGETS = [
     "1. serving, 640x480, 1 client: p50 proxy / direct Predict",
     "1. serving, 640x480, 8 clients: throughput proxy / direct Predict",
+    "1. serving, 8 clients: connections on the busiest proxy worker - the idlest",
     "1. embedded, 640x480, 1 client: p50 proxy / in-process TensorFlow",
     "2. proxy CPU per request: encoded_image_string_tensor / image_tensor",
     "2. PredictRequest bytes: encoded_image_string_tensor / image_tensor",
@@ -37,7 +38,9 @@ TARGETS = [
             "slow connections still held at the end",
         )
     ],
-    "serving, 1 client: p50 4000x3000 / 640x480",
+    "7. proxy's own CPU per request beyond both floors, image_tensor (demo)",
+    "7. proxy's own CPU per request beyond both floors, encoded_image_string_tensor (demo)",
+    "demo model, serving, 1 client: p50 4000x3000 / 640x480",
     "serving-mode proxy worker RSS after the load (largest)",
     "python -m proxy to first 200 on /healthz (median)",
     "serving-mode proxy workers with TensorFlow mapped",
@@ -58,7 +61,13 @@ ROWS = [
     ("4. Frigate, 320x320, 1 client", "Frigate's request", 1),
     ("5. front vs gthread, 640x480, 8 clients", "gunicorn -k gthread", 8),
     ("5. front vs gthread, 640x480, 8 clients", r"python -m proxy \(the front\)", 8),
-    ("4000x3000, serving, 1 client", "proxy, serving mode", 1),
+    ("4000x3000 against 640x480, demo model, serving, 1 client", "640x480, demo model", 1),
+    ("4000x3000 against 640x480, demo model, serving, 1 client", "4000x3000, demo model", 1),
+    *[
+        ("7. the proxy's own CPU, demo models, 640x480, 1 client", f"{side}, {input_type}", 1)
+        for side in ("proxy", "bare Flask app", "bare gRPC client")
+        for input_type in ("image_tensor", "encoded_image_string_tensor")
+    ],
     *[
         (f"6. slow clients, {mode}", variant, 4)
         for mode in ("serving", "embedded")
@@ -75,6 +84,7 @@ HEADINGS = [
     "## 4. Frigate's pattern",
     "## 5. The front against gunicorn's threaded worker",
     "## 6. Slow clients",
+    "## 7. The proxy's own CPU beyond its floors",
     "## Large pictures, memory, start-up",
     "## Answers",
 ]
@@ -132,6 +142,12 @@ def test_quick_run_writes_every_section_every_target_and_the_chart(tmp_path: Pat
         assert int(row.group(1)) >= 1
     for input_type in ("image_tensor", "encoded_image_string_tensor"):
         assert re.search(rf"^\| {input_type} \| [\d.]+ \| [\d.]+ \| [\d,]+ \|$", markdown, re.MULTILINE), input_type
+    for input_type in ("image_tensor", "encoded_image_string_tensor"):  # section 7: every side measured
+        assert re.search(
+            rf"^\| {input_type} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ ms \| ", markdown, re.MULTILINE
+        ), input_type
+    spread = re.search(r"the established connections each serving-mode worker holds .*?: ([\d /;]+) \(", markdown)
+    assert spread and sum(int(n) for n in spread.group(1).split(";")[0].split("/")) == 8, spread
     for mode in ("serving", "embedded"):
         held = re.search(
             rf"^- {mode}: still held at the end of the last round: (\d+) of (\d+) ", markdown, re.MULTILINE
