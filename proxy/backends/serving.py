@@ -301,9 +301,8 @@ class ServingBackend:
             if served != signature.version:
                 log.info("model %s: TF Serving now serves version %d; learning its signature", self._spec.name, served)
                 self._signature = None
-                # This answer's label map is the new version's: learned now, so no answer pairs one version's class
-                # ids with another's names.
-                labels_text = self._signature_for(time.monotonic() + min(STATUS_TIMEOUT_S, self._timeout_s)).labels_text
+                if signature.labels_text is not None:
+                    labels_text = self._labels_of(served)
             outputs = {
                 name: tensor_proto_to_ndarray(tensor)
                 for name, tensor in response.outputs.items()
@@ -318,6 +317,17 @@ class ServingBackend:
         except ProxyError as exc:
             return exc
         return Prediction(detections, labels, served, max(0.0, (timing[1] or time.perf_counter()) - timing[0]))
+
+    def _labels_of(self, version: int) -> str | None:
+        """The label map ``version`` itself carries in its metadata, asked of that version: an answer of a version
+        the signature was not learned from gets its own version's names, never another's. None when it has no
+        metadata (a model converted elsewhere: the configured label map applies, as it will to its next answers)."""
+        try:
+            return self._metadata(version, time.monotonic() + min(STATUS_TIMEOUT_S, self._timeout_s)).get(
+                METADATA_LABEL_MAP
+            )
+        except ProxyError:
+            return None
 
     def _tell_strings_apart(
         self, signature: _Signature, image: ModelImage, deadline: float, slots: RequestCalls

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from odapi.contract import InputType
-from proxy.backends import CallLimit, LabelMaps, model_input
+from proxy.backends import CallLimit, LabelMaps, Prediction, model_input
 from proxy.errors import BackendError, Overloaded
 from proxy.images import ImageInput, ImageLimits
 from proxy.labels import LabelMap
@@ -104,3 +105,64 @@ def test_a_request_has_at_most_its_share_of_the_calls() -> None:
     first.acquire(time.monotonic() + 2)  # its own call finished: its next one goes
     for calls in (first, first, second):
         calls.release()
+
+
+class _MetadataOnly:
+    """A connection whose Predict answers the converter's metadata signature of each version, and records asks."""
+
+    def __init__(self, label_maps: dict[int, str]) -> None:
+        self.label_maps = label_maps
+        self.asked: list[int] = []
+
+    def predict(self, request: Any, timeout: float) -> Any:
+        from odapi.contract import METADATA_LABEL_MAP, METADATA_SIGNATURE
+        from proxy._proto.tensorflow_serving.apis import predict_pb2
+        from proxy.tensors import ndarray_to_tensor_proto
+
+        assert request.model_spec.signature_name == METADATA_SIGNATURE
+        version = request.model_spec.version.value
+        self.asked.append(version)
+        response = predict_pb2.PredictResponse()
+        text = self.label_maps[version].encode()
+        response.outputs[METADATA_LABEL_MAP].CopyFrom(ndarray_to_tensor_proto(np.array([text], dtype=object)))
+        return response
+
+
+def _answer(version: int, class_id: int) -> Any:
+    """A Predict answer of ``version``: one detection of ``class_id``, without the label map output."""
+    from proxy._proto.tensorflow_serving.apis import predict_pb2
+    from proxy.tensors import ndarray_to_tensor_proto
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.version.value = version
+    outputs = {
+        "detection_boxes": np.array([[[0.1, 0.1, 0.5, 0.5]]], dtype=np.float32),
+        "detection_scores": np.array([[0.9]], dtype=np.float32),
+        "detection_classes": np.array([[class_id]], dtype=np.float32),
+        "num_detections": np.array([1], dtype=np.float32),
+    }
+    for name, value in outputs.items():
+        response.outputs[name].CopyFrom(ndarray_to_tensor_proto(value))
+    return response
+
+
+def test_an_answer_of_a_version_not_yet_learned_takes_that_versions_label_map() -> None:
+    """The label map comes with the signature (not with every answer); an answer from another version than the one
+    learned is named by that version's own map, asked of it, and the signature is learned again next time."""
+    from odapi.contract import ANSWER_OUTPUTS
+    from proxy.backends.serving import ModelSpec, ServingBackend, _Finished, _Signature
+
+    connection = _MetadataOnly({2: 'item { id: 1 name: "v2 name" }'})
+    backend = ServingBackend(
+        ModelSpec("m"), connection, calls=CallLimit(1), labels=LabelMaps(None), request_timeout_s=1
+    )
+    learned = _Signature(1, "inputs", InputType.IMAGE_TENSOR, 4, ANSWER_OUTPUTS, 'item { id: 1 name: "v1 name" }')
+    backend._signature = learned
+
+    same = backend._receive(learned, _Finished(_answer(1, 1), None), [0.0, 0.0])
+    assert isinstance(same, Prediction) and same.labels.name(1) == "V1 Name" and connection.asked == []
+    backend._signature = learned
+    other = backend._receive(learned, _Finished(_answer(2, 1), None), [0.0, 0.0])
+    assert isinstance(other, Prediction) and other.version == 2
+    assert other.labels.name(1) == "V2 Name" and connection.asked == [2]
+    assert backend._signature is None  # learned again on the next request
