@@ -72,6 +72,8 @@ class Connection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.state = State.IDLE
         self.deadline = state.clock() + self.limits.header_timeout_s
+        self.opened_at = state.clock()
+        self.requests = 0  # requests begun on this connection
         self.dispatched_at: float | None = None
         self._reset_request()
 
@@ -90,6 +92,14 @@ class Connection(asyncio.Protocol):
         self._line_done = False
         self._lingered = 0
         self._linger_end = 0.0
+
+    def closable_when_draining(self, now: float, grace_s: float) -> bool:
+        """Whether a stopping server may close it now: not while a request is under way, nor while a new connection
+        may still send its first request (within ``grace_s`` of opening: its client sent it expecting an answer, and
+        clients retry a request only on a connection that has answered before)."""
+        if self.busy:
+            return False
+        return self.requests > 0 or now - self.opened_at >= grace_s
 
     @property
     def busy(self) -> bool:
@@ -160,6 +170,7 @@ class Connection(asyncio.Protocol):
 
     def _begin(self, now: float) -> None:
         self.state = State.HEADERS
+        self.requests += 1
         self.deadline = now + self.limits.header_timeout_s
         self.started = time.perf_counter()
 

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_S = 0.25  # how often timeouts are checked: they fire within this much of their bound
 ACCEPT_BATCH = 16  # connections taken off the socket per wake-up, at most (then the loop serves the others)
+# A stopping worker leaves a connection it accepted but that has sent nothing yet this long for its first request
+# (answered with Connection: close): the client is sending it, and would not retry it on a fresh connection.
+FIRST_REQUEST_GRACE_S = 1.0
 
 
 class FrontServer:
@@ -173,15 +176,17 @@ class FrontServer:
         return any(connection.busy for connection in self.connections)
 
     async def shutdown(self, timeout_s: float) -> None:
-        """Stop accepting, close idle connections, let requests under way finish (up to ``timeout_s``)."""
+        """Stop accepting, close idle connections (a new one once it has had ``FIRST_REQUEST_GRACE_S`` to send its
+        first request), let requests under way finish (up to ``timeout_s``)."""
         self.state.draining = True
         self._watch(False)  # what is queued stays on the shared socket, for the siblings
         if self.share is not None:
             self.share.leave()
         deadline = self.clock() + timeout_s
         while True:
+            now = self.clock()
             for connection in list(self.connections):
-                if not connection.busy:
+                if connection.closable_when_draining(now, FIRST_REQUEST_GRACE_S):
                     connection.close()
             if not self.connections or self.clock() >= deadline:
                 break

@@ -137,6 +137,10 @@ class Tracked(Protocol):
         """Apply the connection's time bounds."""
         ...
 
+    def closable_when_draining(self, now: float, grace_s: float) -> bool:
+        """Whether a stopping server may close it now."""
+        ...
+
     def close(self) -> None:
         """Close once what was written has been sent."""
         ...

@@ -518,3 +518,32 @@ def test_a_stop_while_the_app_reads_a_spooled_body_leaves_it_to_the_app(caplog: 
         warnings.simplefilter("error")  # an unclosed spool file would be a ResourceWarning
         run(body)
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+def test_a_stopping_server_leaves_a_new_connection_its_first_request() -> None:
+    """On a graceful stop an idle keep-alive connection is closed at once, but one just accepted that has sent
+    nothing yet gets FIRST_REQUEST_GRACE_S to send its first request, which is answered with Connection: close;
+    one that sends nothing is closed once the grace is over."""
+    from proxy.front.server import FIRST_REQUEST_GRACE_S
+
+    async def body() -> None:
+        front = Front()
+        used, used_transport = front.connect()
+        used.data_received(GET)
+        await settle(lambda: len(used_transport.answers()) == 1)
+        fresh, fresh_transport = front.connect()
+        _, silent_transport = front.connect()
+        stopping = asyncio.ensure_future(front.server.shutdown(30.0))
+        await asyncio.sleep(0.1)
+        assert used_transport.closing  # it had been answered: its client retries on a new connection
+        assert not fresh_transport.closing and not silent_transport.closing
+        fresh.data_received(GET)
+        await settle(lambda: fresh_transport.closing)
+        [(status, headers, _)] = fresh_transport.answers()
+        assert status == 200 and headers["connection"] == "close"
+        assert not silent_transport.closing
+        front.clock.now += FIRST_REQUEST_GRACE_S
+        await settle(lambda: silent_transport.closing and stopping.done())
+        assert silent_transport.answers() == []
+
+    run(body)
