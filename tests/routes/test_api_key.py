@@ -24,6 +24,7 @@ from proxy.front.connection import Connection
 from proxy.front.server import FrontServer
 from proxy.settings import Settings
 from tests.routes.conftest import jpeg
+from tests.support.transport import MemoryTransport
 
 KEY = "the-key"
 PICTURE = jpeg()
@@ -140,46 +141,8 @@ def test_the_app_applies_the_key_rule(keyed_app: Flask, route_name: str, offer: 
             assert (answer.json["success"], answer.json["predictions"]) == (False, [])
 
 
-class Wire(asyncio.Transport):
-    """What the front writes to one client connection."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        """Nothing to flush."""
-
-    def pause_reading(self) -> None:
-        """The test sends nothing more meanwhile."""
-
-    def resume_reading(self) -> None:
-        """The test sends when it likes."""
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40001) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """No buffer."""
-
-    def get_write_buffer_size(self) -> int:
-        return 0
+class Wire(MemoryTransport):
+    """What the front writes to one client connection, read as this test reads it."""
 
     def continued(self) -> bool:
         """True once ``100 Continue`` was written."""

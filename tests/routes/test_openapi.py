@@ -8,7 +8,6 @@ type, body and headers must be what the document says.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import io
@@ -38,6 +37,7 @@ from proxy.labels import LabelMap
 from proxy.params import DEEPSTACK_MIN_CONFIDENCE, parse_format
 from proxy.settings import FrontLimits, Settings
 from tests.support.fake_backend import FakeBackend, detections
+from tests.support.transport import MemoryTransport
 
 REPO = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = Path(proxy.__file__).with_name("openapi.json")
@@ -248,48 +248,6 @@ def apps(make_app: Callable[..., Flask]) -> Apps:
 
 
 # -- the HTTP front, in-process ----------------------------------------------------------------------------------
-
-
-class MemoryTransport(asyncio.Transport):
-    """A transport that keeps what the front writes, for driving ``proxy.front`` without sockets."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        """Nothing to flush."""
-
-    def pause_reading(self) -> None:
-        """Nothing reads."""
-
-    def resume_reading(self) -> None:
-        """Nothing reads."""
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """No buffer."""
-
-    def get_write_buffer_size(self) -> int:
-        return 0
 
 
 def front_answer(
