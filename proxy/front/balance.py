@@ -4,11 +4,11 @@ gunicorn's workers share one listening socket, and whichever worker the kernel w
 keep-alive clients (Blue Iris, Frigate, a load balancer's pool) the connections pile onto one worker while the
 others idle (measured: 8 keep-alive clients on 2 workers, all 8 on one). One ``SO_REUSEPORT`` socket per worker
 would spread them, but the kernel drops what is queued on a dying worker's own socket. Instead the workers keep
-sharing the one socket and each publishes how many connections it holds (counting those it has just accepted); a
-worker stops accepting (stops watching the socket) while a live sibling holds fewer, and looks again every
-``RECHECK_S`` while it waits, so the others take what arrives (a new connection may wait that long when the workers
-are level and all looking). Nothing is queued anywhere but the shared socket, so a worker that stops or dies loses
-no connection.
+sharing the one socket and each publishes how many connections it holds (counting those it has just accepted). Every
+worker watches the socket; one woken for a connection while a live sibling holds fewer leaves it queued for that
+sibling (which is woken too, and may take it) and looks again ``RECHECK_S`` later. One of the least loaded always
+takes it, so a new connection waits at most about that long; with no connection arriving nothing polls. Nothing is
+queued anywhere but the shared socket, so a worker that stops or dies loses no connection.
 
 The counts live in a small shared-memory table the master makes before it forks the workers (``Peers.install``);
 each worker claims a row for its pid and beats in it; rows of workers that are gone, or whose beat is older than
@@ -25,7 +25,7 @@ from typing import Any
 
 ROWS = 64  # workers of one server, far more than any runs (WEB_CONCURRENCY is at most 64)
 STALE_S = 2.0  # a worker that has not beaten this long is not waited for
-RECHECK_S = 0.005  # how soon a worker that stopped accepting looks whether it may again
+RECHECK_S = 0.005  # how soon a worker that left a connection to a sibling looks again
 
 
 class _Row(ctypes.Structure):

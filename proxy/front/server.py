@@ -3,7 +3,9 @@
 ``FrontServer`` needs only an asyncio loop and a ``FrontApp``; the gunicorn worker (``worker``) gives it listening
 sockets, and tests can drive its connections with a transport of their own. A connection sees the server through
 ``ServerState`` only (``state``). The server accepts connections itself, only while it holds no more than the least
-loaded of its sibling workers (``balance``), so keep-alive connections spread over the workers.
+loaded of its sibling workers (``balance``), so keep-alive connections spread over the workers: it always watches
+the shared socket, and a connection it may not take now is left to the sibling that may (it looks again
+``RECHECK_S`` later).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class FrontServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
         self._watching = False
+        self._backing_off = False  # declined a connection a moment ago: looks again RECHECK_S later
         self._starting: set[asyncio.Task[None]] = set()
         self._pending = 0  # accepted, not yet a connection of ``state``
 
@@ -91,11 +94,10 @@ class FrontServer:
         return len(self.state.connections) + self._pending
 
     def _rebalance(self) -> None:
-        """Watch the sockets only while this worker may accept, and publish its count and whether it watches."""
-        held = self.held
-        self._watch(not self.state.draining and (self.share is None or self.share.may_accept(held)))
+        """Publish this worker's count (and beat), and watch the sockets unless stopping or backing off."""
         if self.share is not None:
-            self.share.publish(held)
+            self.share.publish(self.held)
+        self._watch(not self.state.draining and not self._backing_off)
 
     def _watch(self, on: bool) -> None:
         if on == self._watching or not self._sockets:
@@ -107,22 +109,25 @@ class FrontServer:
             else:
                 loop.remove_reader(sock.fileno())
         self._watching = on
-        if not on and not self.state.draining:
-            loop.call_later(RECHECK_S, self._recheck)
 
-    def _recheck(self) -> None:
-        """While not watching, look again soon: a sibling may have caught up."""
-        if not self._watching and not self.state.draining:
-            self._rebalance()
-            if not self._watching:
-                asyncio.get_running_loop().call_later(RECHECK_S, self._recheck)
+    def _decline(self) -> None:
+        """Leave what is queued to a sibling that holds fewer, and look again ``RECHECK_S`` later (only then: with
+        no connection arriving, nothing polls)."""
+        self._watch(False)
+        if not self._backing_off:
+            self._backing_off = True
+            asyncio.get_running_loop().call_later(RECHECK_S, self._resume)
+
+    def _resume(self) -> None:
+        self._backing_off = False
+        self._rebalance()
 
     def _accept(self, sock: socket.socket) -> None:
         """Take queued connections off the shared socket, while this worker's share allows."""
         loop = asyncio.get_running_loop()
         for _ in range(ACCEPT_BATCH):
             if self.share is not None and not self.share.may_accept(self.held):
-                self._rebalance()  # a sibling that holds fewer takes what comes; this one looks again soon
+                self._decline()  # a sibling that holds fewer takes what comes; this one looks again soon
                 return
             try:
                 conn, _ = sock.accept()
