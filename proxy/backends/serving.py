@@ -9,8 +9,8 @@ converted TF1 graphs, ``inputs``, and TF2 exports, ``input_tensor`` with a batch
 for string inputs whether they are encoded images or tf.Example protos: the converter's metadata signature says
 so; for a model converted elsewhere the first image is sent both ways, once. A version's label map is the one its
 metadata signature carries (learned with the signature, once); an answer from a version other than the one learned
-takes the new version's, learned then. A model whose metadata has no label map but whose answers carry one
-(``odapi.contract.LABEL_MAP_OUTPUT``) has it read from every answer.
+takes the label map of the version that answered, asked of it then. A model whose metadata has no label map but
+whose answers carry one (``odapi.contract.LABEL_MAP_OUTPUT``) has it read from every answer.
 """
 
 from __future__ import annotations
