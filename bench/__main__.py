@@ -22,6 +22,7 @@ from types import FrameType
 
 from bench import photos, report, stack
 from bench.load import (
+    BlueIrisPair,
     Client,
     FloorClient,
     FrigateClient,
@@ -41,6 +42,7 @@ from harness.processes import HttpServer, established
 PACKAGE_DIR = Path(__file__).resolve().parent
 THRESHOLD = 0.75  # sent explicitly, so a DEFAULT_THRESHOLD in the environment cannot make the variants differ
 CLASSIFY = f"/classify?threshold={THRESHOLD}"
+CAMERA_PATH = "/classify?threshold=0.5"  # the camera tests' threshold: the pasted cat scores about 0.6-0.9
 BATCH = 8
 ORDINARY_CLIENTS = 4  # the ordinary clients measured beside the slow ones
 
@@ -59,6 +61,8 @@ class Plan:
     slow_connections: int
     large: int  # 4000x3000 requests (and as many 640x480 ones) per round
     overhead: int  # requests per round of each side of the CPU overhead comparison
+    tiles: int  # 4000x3000 camera frames per round, whole and tiled
+    pairs: int  # Blue Iris pairs per round
     cold_starts: int
     settle_s: float  # after opening the slow connections, before measuring
     time_limit_s: float  # per round: no new request starts after this
@@ -67,8 +71,8 @@ class Plan:
     def make(cls, quick: bool) -> Plan:
         """The full plan (about 5 minutes on 2 idle cores) or the quick one (a smoke run, about 25 s)."""
         if quick:
-            return cls(1, 6, 16, 6, 1, 10, 8, 40, 2, 20, 1, 0.3, 20.0)
-        return cls(5, 90, 150, 90, 5, 120, 150, 500, 12, 400, 3, 1.5, 60.0)
+            return cls(1, 6, 16, 6, 1, 10, 8, 40, 2, 20, 1, 2, 1, 0.3, 20.0)
+        return cls(5, 90, 150, 90, 5, 120, 150, 500, 12, 400, 3, 20, 3, 1.5, 60.0)
 
 
 class Interrupted(Exception):
@@ -258,6 +262,7 @@ class Processes:
     front: stack.Server  # serving mode, every model: sections 1 to 5 and 7, the large pictures, the answers
     gthread: stack.Server
     slow_serving: stack.Server  # serving mode with long connection timeouts, for section 6
+    cached: stack.Server  # serving mode with the frame cache on, for Blue Iris's pair (section 8)
 
 
 @dataclass
@@ -278,6 +283,9 @@ class RunState:
     # input type → side (proxy, bare Flask, bare gRPC client) → CPU ms per request, one per round
     overhead_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     spread: list[list[int]] = field(default_factory=list)  # 8 clients: connections per proxy worker, each round
+    camera_found: dict[str, str] = field(default_factory=dict)  # section 8: variant → its answer
+    pair_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # section 8: variant → stand-in CPU per pair
+    cache_counts: dict[str, float] = field(default_factory=dict)  # the cached proxy's frame cache hits and misses
 
     @property
     def photo(self) -> bytes:
@@ -332,7 +340,7 @@ def _registered(cleanup: contextlib.ExitStack, server: stack.Server) -> stack.Se
 
 def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Processes:
     """Start the TF Serving stand-in, the in-process floor and four proxies, all at once."""
-    log("starting the TF Serving stand-in, four proxies and the floors")
+    log("starting the TF Serving stand-in, five proxies and the floors")
     stand_in = stack.StandIn(models.config)
     cleanup.callback(stand_in.stop)
     metrics_dir = stack.metrics_dir()
@@ -345,6 +353,7 @@ def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Pr
     bare_flask = _registered(cleanup, stack.bare_flask())
     gthread = _registered(cleanup, stack.gthread_proxy(models, stand_in.address, metrics_dir))
     slow_serving = _registered(cleanup, stack.proxy(models, stand_in.address, extra=stack.LONG_TIMEOUTS))
+    cached = _registered(cleanup, stack.proxy(models, stand_in.address, frame_cache=True))
     # All at once: the serving-mode proxies poll /readyz until the stand-in answers.
     _start_all(
         {
@@ -353,6 +362,7 @@ def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Pr
             "python -m proxy (serving)": front.start,
             "gunicorn -k gthread": gthread.start,
             "python -m proxy (serving, for slow clients)": slow_serving.start,
+            "python -m proxy (serving, the frame cache on)": cached.start,
             "python -m bench.tf_floor": tf_floor.start,
             "the bare Flask app": bare_flask.start,
         }
@@ -364,8 +374,8 @@ def _start(cleanup: contextlib.ExitStack, models: stack.Models, out: Path) -> Pr
     grpc_floor.start()
     # Registered after every process's own stop, so it runs before them: all stop at once (each takes a second
     # or two), and their own stops find nothing left to do.
-    cleanup.callback(_stop_all, [embedded, front, gthread, slow_serving, bare_flask])
-    return Processes(models, stand_in, tf_floor, grpc_floor, bare_flask, embedded, front, gthread, slow_serving)
+    cleanup.callback(_stop_all, [embedded, front, gthread, slow_serving, bare_flask, cached])
+    return Processes(models, stand_in, tf_floor, grpc_floor, bare_flask, embedded, front, gthread, slow_serving, cached)
 
 
 def _serving_floors(state: RunState) -> None:
@@ -475,6 +485,32 @@ def _overhead(state: RunState) -> None:
         state.bench.compare(report.S7, variants, state.plan.overhead, 0)
 
 
+def _camera(state: RunState) -> None:
+    """8. Camera users: a 4000x3000 frame of small objects whole and with tile=640 (time and what was found); then
+    Blue Iris's pair of requests for each new frame, against a proxy without and with the frame cache."""
+    front, frame = state.processes.front, state.pictures[photos.CAMERA]
+    whole = Variant("whole frame", lambda: image_client(front.port, frame, CAMERA_PATH), 1)
+    tiled = Variant("tile=640", lambda: image_client(front.port, frame, f"{CAMERA_PATH}&tile=640"), 1)
+    state.bench.compare(report.S8_TILES, [whole, tiled], state.plan.tiles, 1)
+    state.camera_found = {
+        "whole frame": answer_of(image_client(front.port, frame, CAMERA_PATH)),
+        "tile=640": answer_of(image_client(front.port, frame, f"{CAMERA_PATH}&tile=640")),
+    }
+    stand_in, count = state.processes.stand_in, state.plan.rounds * (state.plan.pairs + 2) + 2
+    variants = []
+    for name, server in (
+        (report.CACHE_OFF, state.processes.front),
+        (report.CACHE_ON, state.processes.cached),
+    ):
+        frames, turn = photos.distinct_frames(state.photo, count), [0]
+        state.pair_cpu_ms[name] = []
+        make = functools.partial(BlueIrisPair, server.port, frames, stack.DEFAULT_MODEL, turn)
+        meter = _per_request_cpu(lambda: [stand_in.pid], state.pair_cpu_ms[name])
+        variants.append(Variant(name, make, 1, meter))
+    state.bench.compare(report.S8_PAIR, variants, state.plan.pairs, 1)
+    state.cache_counts = stack.frame_cache_counts(state.processes.cached.port)
+
+
 def _slow_serving(state: RunState) -> None:
     """6. Slow clients, serving mode: a proxy of its own on the same stand-in."""
     server, held = state.processes.slow_serving, state.held[report.SERVING]
@@ -520,6 +556,7 @@ PHASES: tuple[Callable[[RunState], None], ...] = (
     _frigate,
     _front_vs_gthread,
     _overhead,
+    _camera,
     _large_then_memory,  # after sections 1 to 5 and 7: its memory is the memory after their load
     _slow_serving,
     _embedded_floor,
@@ -556,6 +593,9 @@ def _results(state: RunState, *, quick: bool, load_at_start: str, setup_s: float
         models_cached=models.cached,
         overhead_ms=state.overhead_ms,
         spread=state.spread,
+        camera_found=state.camera_found,
+        pair_cpu_ms=state.pair_cpu_ms,
+        cache_counts=state.cache_counts,
     )
 
 

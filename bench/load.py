@@ -397,3 +397,57 @@ class Measurement:
             "p99_ms": self.percentile_ms(99),
             "throughput_rps": self.throughput,
         }
+
+
+class BlueIrisPair:
+    """Blue Iris's pattern: each new frame sent twice at once, to ``/v1/vision/detection`` and to
+    ``/v1/vision/custom/MODEL`` (the same model), each on its own kept-alive connection (multipart ``image``); one
+    timed request is the pair, until both answers are in. Every pair sends a frame of its own (``frames`` in turn),
+    so a frame cache can only help within a pair, as with the camera."""
+
+    def __init__(self, port: int, frames: list[bytes], model: str, turn: list[int]) -> None:
+        self._urls = (
+            f"http://127.0.0.1:{port}/v1/vision/detection",
+            f"http://127.0.0.1:{port}/v1/vision/custom/{model}",
+        )
+        self._frames = frames
+        self._turn = turn  # shared by the pairs of a run: the next frame's index
+        self._sessions = (requests.Session(), requests.Session())
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        """Open both connections with one untimed pair."""
+        self.request()
+
+    def _one(self, index: int, frame: bytes) -> str | None:
+        try:
+            response = self._sessions[index].post(self._urls[index], files={"image": frame}, timeout=REQUEST_TIMEOUT_S)
+            answer = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if response.status_code != 200 or not answer.get("success"):
+            return f"HTTP {response.status_code}: {response.text[:200]!r}"
+        return None
+
+    def request(self) -> None:
+        """One new frame to both routes at once; both must answer with ``success: true``."""
+        with self._lock:
+            frame = self._frames[self._turn[0] % len(self._frames)]
+            self._turn[0] += 1
+        failures: list[str | None] = [None, None]
+
+        def second() -> None:
+            failures[1] = self._one(1, frame)
+
+        other = threading.Thread(target=second)
+        other.start()
+        failures[0] = self._one(0, frame)
+        other.join()
+        failed = [failure for failure in failures if failure]
+        if failed:
+            raise RequestFailed(failed[0])
+
+    def close(self) -> None:
+        """Close both sessions."""
+        for session in self._sessions:
+            session.close()

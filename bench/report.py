@@ -32,6 +32,9 @@ S4 = "4. Frigate, 320x320, 1 client"
 S5 = "5. front vs gthread, 640x480, 8 clients"
 LARGE = "4000x3000 against 640x480, demo model, serving, 1 client"
 S7 = "7. the proxy's own CPU, demo models, 640x480, 1 client"
+S8_TILES = "8. camera, 4000x3000 frame of small objects, serving, 1 client"
+S8_PAIR = "8. Blue Iris's pair, 640x480, serving, 1 camera"
+CACHE_OFF, CACHE_ON = "frame cache off", "frame cache on"
 S6_SERVING = "6. slow clients, serving"
 S6_EMBEDDED = "6. slow clients, embedded"
 
@@ -108,6 +111,9 @@ class Results:
     # Section 7: input type → side (PROXY, BARE_FLASK, BARE_GRPC) → CPU ms per request, one value per round.
     overhead_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     spread: list[list[int]] = field(default_factory=list)  # 8 clients: connections per proxy worker, each round
+    camera_found: dict[str, str] = field(default_factory=dict)  # section 8: whole frame / tiled → the answer
+    pair_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # section 8: stand-in CPU ms per pair, rounds
+    cache_counts: dict[str, float] = field(default_factory=dict)  # the cached proxy's frame cache, by result
 
     def find(self, section: str, variant_prefix: str = "") -> Measurement | None:
         """The first measurement of ``section`` whose variant starts with ``variant_prefix``."""
@@ -765,6 +771,43 @@ def _slow_clients(results: Results) -> list[str]:
     return [*parts, "", *_errors(results, [S6_SERVING, S6_EMBEDDED])]
 
 
+def _camera(results: Results) -> list[str]:
+    cpu = results.pair_cpu_ms
+    counts = ", ".join(f"{result} {value:.0f}" for result, value in sorted(results.cache_counts.items())) or "n/a"
+    return [
+        "- **Tiles**: the committed cat and cameraman photographs pasted a few hundred pixels wide into a 4000x3000 "
+        "frame (`harness.frames`, as the camera tests make it), `POST /classify?threshold=0.5` whole and with "
+        "`&tile=640` (SAHI's slices with 20% overlap, plus the whole frame, merged), the COCO detector, the "
+        "serving-mode proxy, 1 client, rounds alternating. What each found:",
+        "",
+        table(["variant", "answer"], [[name, f"`{answer}`"] for name, answer in results.camera_found.items()], "ll"),
+        "",
+        measurements_table(results, [S8_TILES]),
+        "",
+        "- **Blue Iris's pair**: Blue Iris sends each new frame at once to `/v1/vision/detection` and to "
+        "`/v1/vision/custom/NAME` (the same model), each on a kept-alive connection of its own (multipart `image`). "
+        "One timed request is the pair, until both answers are in; every pair sends a frame of its own (one pixel "
+        "changed), so a cache helps only within a pair, as with the camera. Against the serving-mode proxy with the "
+        "frame cache off and a second one with it on (`FRAME_CACHE_S` at its default), rounds alternating; the "
+        "stand-in's CPU per pair is read around each round.",
+        "",
+        table(
+            ["variant", "stand-in CPU ms per pair (median of rounds)"],
+            [
+                [name, f"{statistics.median(cpu[name]):.1f}" if cpu.get(name) else "n/a"]
+                for name in (CACHE_OFF, CACHE_ON)
+            ],
+            "lr",
+        ),
+        "",
+        measurements_table(results, [S8_PAIR]),
+        "",
+        f"The cached proxy's frame cache over the whole section (`classifyobjects_frame_cache_total`): {counts}.",
+        "",
+        *_errors(results, [S8_TILES, S8_PAIR]),
+    ]
+
+
 def _large_memory_start_up(results: Results) -> list[str]:
     return [
         "- **4000x3000**: the 4000x3000 JPEG against the 640x480 one (the same scene), `?model=demo` on the "
@@ -806,6 +849,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("5. The front against gunicorn's threaded worker", _front_vs_gthread),
     Section("6. Slow clients", _slow_clients),
     Section("7. The proxy's own CPU beyond its floors", _overhead),
+    Section("8. Camera users: tiles and Blue Iris's pair", _camera),
     Section("Large pictures, memory, start-up", _large_memory_start_up),
     Section("Answers", _answers),
 )

@@ -401,6 +401,20 @@ def cpu_s(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def frame_cache_counts(port: int) -> dict[str, float]:
+    """The frame cache's answers by result (hit, miss, ...), summed over every worker: the proxy's ``/metrics``."""
+    import requests
+
+    counts: dict[str, float] = {}
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("classifyobjects_frame_cache_total{"):
+            labels, _, value = line.rpartition(" ")
+            result = labels.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = counts.get(result, 0.0) + float(value)
+    return counts
+
+
 def loads_tensorflow(pid: int) -> bool:
     """Whether TensorFlow's shared libraries are mapped into ``pid``."""
     maps = Path(f"/proc/{pid}/maps").read_text()

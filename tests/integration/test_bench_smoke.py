@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -63,6 +64,10 @@ ROWS = [
     ("5. front vs gthread, 640x480, 8 clients", r"python -m proxy \(the front\)", 8),
     ("4000x3000 against 640x480, demo model, serving, 1 client", "640x480, demo model", 1),
     ("4000x3000 against 640x480, demo model, serving, 1 client", "4000x3000, demo model", 1),
+    ("8. camera, 4000x3000 frame of small objects, serving, 1 client", "whole frame", 1),
+    ("8. camera, 4000x3000 frame of small objects, serving, 1 client", "tile=640", 1),
+    ("8. Blue Iris's pair, 640x480, serving, 1 camera", "frame cache off", 1),
+    ("8. Blue Iris's pair, 640x480, serving, 1 camera", "frame cache on", 1),
     *[
         ("7. the proxy's own CPU, demo models, 640x480, 1 client", f"{side}, {input_type}", 1)
         for side in ("proxy", "bare Flask app", "bare gRPC client")
@@ -85,6 +90,7 @@ HEADINGS = [
     "## 5. The front against gunicorn's threaded worker",
     "## 6. Slow clients",
     "## 7. The proxy's own CPU beyond its floors",
+    "## 8. Camera users: tiles and Blue Iris's pair",
     "## Large pictures, memory, start-up",
     "## Answers",
 ]
@@ -146,6 +152,10 @@ def test_quick_run_writes_every_section_every_target_and_the_chart(tmp_path: Pat
         assert re.search(
             rf"^\| {input_type} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ ms \| ", markdown, re.MULTILINE
         ), input_type
+    found = dict(re.findall(r"^\| (whole frame|tile=640) \| `([^`]*)` \|$", markdown, re.MULTILINE))
+    assert json.loads(found["whole frame"]) == {} and json.loads(found["tile=640"]) == {"Cat": 1, "Person": 1}, found
+    hits = re.search(r"classifyobjects_frame_cache_total`\): (.*)\.$", markdown, re.MULTILINE)
+    assert hits and "hit " in hits.group(1) and "miss " in hits.group(1), hits
     spread = re.search(r"the established connections each serving-mode worker holds .*?: ([\d /;]+) \(", markdown)
     assert spread and sum(int(n) for n in spread.group(1).split(";")[0].split("/")) == 8, spread
     for mode in ("serving", "embedded"):

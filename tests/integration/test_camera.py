@@ -13,8 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
+from harness.frames import CAT_BOX, FRAME, PERSON_BOX, small_objects_frame
 from harness.processes import HttpServer
-from tests.support.frames import CAT_BOX, FRAME, PERSON_BOX, small_objects_frame
 
 WIDTH, HEIGHT = FRAME
 

@@ -125,7 +125,7 @@ def test_controls_are_labelled(browser: Any, grpc_proxy: HttpServer) -> None:
 def test_tiles_and_a_region_from_the_page(browser: Any, grpc_proxy: HttpServer, photos: dict[str, bytes]) -> None:
     """On a 4000x3000 frame with small objects, the tiles switch makes the page find the cat and the person the
     whole frame misses; a region typed in finds the cat alone and is drawn; dragging on the picture sets a region."""
-    from tests.support.frames import small_objects_frame
+    from harness.frames import small_objects_frame
 
     body = small_objects_frame(photos["cat"], photos["cameraman"])
     page = browser.new_page(viewport={"width": 1400, "height": 900})
