@@ -14,7 +14,7 @@ import pytest
 
 from harness.processes import REPO, quiet_tf_env
 
-# A quick run takes about 25 s on 2 idle cores (35 s when it exports and converts the models, the first time);
+# A quick run takes about 50 s on 2 idle cores (a minute when it exports and converts the models, the first time);
 # the bound leaves room for a busy machine, not for a hang.
 TIME_LIMIT_S = 150
 
