@@ -135,9 +135,13 @@ def test_an_image_the_models_decoder_refuses_is_a_400(any_proxy: HttpServer, pho
 
 
 def test_both_modes_answer_the_same(embedded_proxy: HttpServer, grpc_proxy: HttpServer, zoo: Zoo) -> None:
-    """For every model, embedded and TF Serving modes give the same verbose answer (scores within 1e-4)."""
+    """For every model, embedded and TF Serving modes give the same verbose answer (scores within 1e-4). Not the
+    switch model: it is the image_tensor demo detector (compared here under its own name) that
+    test_a_new_version_brings_its_own_label_map replaces while the proxies run, and that test compares both modes
+    through the switch itself (seen once to have run first on a two-worker run: the modes then answered versions 1
+    and 2, each with its own names)."""
     body = scene(11, "JPEG")
-    for name in zoo.names:
+    for name in (name for name in zoo.names if name != SWITCH):
         embedded = classify(embedded_proxy, body, model=name, verbose="true", threshold=0.0)
         serving = classify(grpc_proxy, body, model=name, verbose="true", threshold=0.0)
         assert_same_answer(serving, embedded)
