@@ -75,9 +75,7 @@ class FrontServer:
         return self.state.connections
 
     def connection(self) -> Connection:
-        """A new connection's protocol (the protocol factory of ``connect_accepted_socket``, which makes it just
-        before the connection is made: from then on the connection counts itself)."""
-        self._pending = max(0, self._pending - 1)
+        """A new connection's protocol."""
         return Connection(self.state)
 
     async def listen(self, sockets: Iterable[socket.socket]) -> None:
@@ -147,11 +145,22 @@ class FrontServer:
                 self.share.publish(self.held)  # at once: siblings decide on it
 
     async def _serve(self, conn: socket.socket) -> None:
+        """Make an accepted socket a connection. It counts in ``_pending`` until its protocol exists (made just
+        before the connection is, which from then on counts itself), exactly once whether or not that succeeds."""
+        counted = True
+
+        def protocol() -> Connection:
+            nonlocal counted
+            counted = False
+            self._pending -= 1
+            return self.connection()
+
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(self.connection, conn)
+            await asyncio.get_running_loop().connect_accepted_socket(protocol, conn)
         except OSError:
             conn.close()
-            self._pending = max(0, self._pending - 1)
+            if counted:
+                self._pending -= 1
 
     def start_sweeping(self) -> None:
         """Check every connection's bounds every ``SWEEP_S`` (idempotent)."""

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -132,6 +133,54 @@ def test_a_front_server_accepts_only_its_share_and_takes_more_once_a_sibling_cat
             assert len(server.connections) == 3
             sibling.leave()  # a sibling that stops is not waited for
             assert await held(4, RECHECK_S * 40)
+        finally:
+            for client in clients:
+                client.close()
+            await server.shutdown(0.5)
+            listener.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("protocol_made", [False, True], ids=["before-the-protocol", "after-the-protocol"])
+def test_a_connection_that_fails_to_set_up_stops_counting_once(protocol_made: bool) -> None:
+    """Accepted sockets count in what the worker holds while they are set up; one whose setting up fails (before or
+    after its protocol was made) stops counting, once: the other, still being set up, counts on."""
+
+    async def body() -> None:
+        served = FrontApp(echo_app, Settings().front, PlainHooks(), 60.0, close=lambda: None)
+        server = FrontServer(served, threads=1)
+        loop = asyncio.get_running_loop()
+        calls: list[int] = []
+        release = asyncio.Event()
+
+        async def setting_up(factory: Any, sock: socket.socket) -> None:
+            calls.append(server.held)
+            if len(calls) == 1:
+                if protocol_made:
+                    factory()
+                raise OSError("the socket went away")
+            await release.wait()
+            raise OSError("this one too")
+
+        loop.connect_accepted_socket = setting_up  # type: ignore[method-assign,assignment]
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        clients = [socket.socket(), socket.socket()]
+        try:
+            for client in clients:
+                client.connect(listener.getsockname())  # both queued: accepted in one batch
+            await server.listen([listener])
+            deadline = loop.time() + 2.0
+            while len(calls) < 2 and loop.time() < deadline:
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.01)
+            assert len(calls) == 2
+            assert server.held == 1  # the first failed, the second is still being set up
+            release.set()
+            await asyncio.sleep(0.01)
+            assert server.held == 0 and not server.connections
         finally:
             for client in clients:
                 client.close()
