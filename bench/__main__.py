@@ -171,16 +171,37 @@ def _start_all(servers: Mapping[str, Callable[[], object]]) -> None:
         raise stack.StackError(f"{name} did not start: {exc}")
 
 
-def _cpu_meter(pids: Callable[[], list[int]], into: dict[str, float], key: str) -> Around:
-    """Adds the CPU seconds ``pids`` use during each round to ``into[key]``."""
+def _cpu_meter(pids: Callable[[], list[int]], sink: Callable[[float, Measurement], None]) -> Around:
+    """Gives ``sink`` the CPU seconds ``pids`` used during each round, with the measurement (its last round done)."""
 
     @contextlib.contextmanager
-    def around(_: Measurement) -> Iterator[None]:
+    def around(measurement: Measurement) -> Iterator[None]:
         before = stack.cpu_s(pids())
         yield
-        into[key] = into.get(key, 0.0) + stack.cpu_s(pids()) - before
+        sink(stack.cpu_s(pids()) - before, measurement)
 
     return around
+
+
+def _summed(into: dict[str, float], key: str) -> Callable[[float, Measurement], None]:
+    """A ``_cpu_meter`` sink adding each round's CPU seconds to ``into[key]``."""
+
+    def sink(used_s: float, _: Measurement) -> None:
+        into[key] = into.get(key, 0.0) + used_s
+
+    return sink
+
+
+def _per_request(into: list[float]) -> Callable[[float, Measurement], None]:
+    """A ``_cpu_meter`` sink appending each round's CPU milliseconds per request sent (answered or failed: a failed
+    one used CPU too) to ``into``."""
+
+    def sink(used_s: float, measurement: Measurement) -> None:
+        last = measurement.rounds[-1] if measurement.rounds else None
+        sent = len(last.latencies_s) + len(last.errors) if last is not None else 0
+        into.append(1000 * used_s / sent if sent else math.nan)
+
+    return sink
 
 
 def _slow_clients(port: int, count: int, settle_s: float, held: dict[str, int]) -> Around:
@@ -399,8 +420,8 @@ def _input_types(state: RunState) -> None:
         state.bench.warm(make, 5)
         state.cpu[name] = {}
         meters = [
-            _cpu_meter(lambda: front.workers, state.cpu[name], report.PROXY_WORKERS),
-            _cpu_meter(lambda: [stand_in.pid], state.cpu[name], report.STAND_IN),
+            _cpu_meter(lambda: front.workers, _summed(state.cpu[name], report.PROXY_WORKERS)),
+            _cpu_meter(lambda: [stand_in.pid], _summed(state.cpu[name], report.STAND_IN)),
         ]
         variants.append(Variant(name, make, 1, _both(meters)))
     state.bench.compare(report.S2, variants, state.plan.cpu, 0)
@@ -468,13 +489,13 @@ def _overhead(state: RunState) -> None:
                 f"{report.PROXY}, {input_type}",
                 to_proxy,
                 1,
-                _per_request_cpu(lambda: front.workers, sides[report.PROXY]),
+                _cpu_meter(lambda: front.workers, _per_request(sides[report.PROXY])),
             ),
             Variant(
                 f"{report.BARE_FLASK}, {input_type}",
                 to_flask,
                 1,
-                _per_request_cpu(lambda: flask.workers, sides[report.BARE_FLASK]),
+                _cpu_meter(lambda: flask.workers, _per_request(sides[report.BARE_FLASK])),
             ),
             Variant(
                 f"{report.BARE_GRPC}, {input_type}",
@@ -507,7 +528,7 @@ def _camera(state: RunState) -> None:
         frames, turn = photos.distinct_frames(state.photo, count), [0]
         state.pair_cpu_ms[name] = []
         make = functools.partial(BlueIrisPair, server.port, frames, stack.DEFAULT_MODEL, turn)
-        meter = _per_request_cpu(lambda: [stand_in.pid], state.pair_cpu_ms[name])
+        meter = _cpu_meter(lambda: [stand_in.pid], _per_request(state.pair_cpu_ms[name]))
         variants.append(Variant(name, make, 1, meter))
     state.bench.compare(report.S8_PAIR, variants, state.plan.pairs, 0 if state.plan.quick else 1)
     state.cache_counts = stack.frame_cache_counts(state.processes.cached.port)
@@ -613,20 +634,6 @@ def _floor_rounds(floor: stack.TfFloor) -> Callable[[int], Round]:
         return Round(latencies, [], sum(latencies))
 
     return runner
-
-
-def _per_request_cpu(pids: Callable[[], list[int]], into: list[float]) -> Around:
-    """Appends the CPU milliseconds per request ``pids`` use in each round (the round's requests, sent) to ``into``."""
-
-    @contextlib.contextmanager
-    def around(measurement: Measurement) -> Iterator[None]:
-        before = stack.cpu_s(pids())
-        yield
-        used = stack.cpu_s(pids()) - before
-        sent = len(measurement.rounds[-1].latencies_s) if measurement.rounds else 0
-        into.append(1000 * used / sent if sent else math.nan)
-
-    return around
 
 
 def _spread_meter(server: stack.Server, into: list[list[int]], clients: int = 8) -> Around:
