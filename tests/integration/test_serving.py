@@ -59,12 +59,13 @@ def test_replicas_share_load_survive_a_crash_and_recover(zoo: Zoo) -> None:
             assert all(count > 0 for count in spread), spread
 
             def one(index: int) -> int:
-                if index == 100:
+                if index == 60:
                     servers[1].kill()
                 return classify(proxy, body).status_code
 
+            # 8 clients, a replica killed after 60 requests: 180 more still find the two left.
             with ThreadPoolExecutor(max_workers=8) as pool:
-                statuses = list(pool.map(one, range(400)))
+                statuses = list(pool.map(one, range(240)))
             assert not servers[1].alive()
             assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
 
