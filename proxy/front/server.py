@@ -146,7 +146,8 @@ class FrontServer:
 
     async def _serve(self, conn: socket.socket) -> None:
         """Make an accepted socket a connection. It counts in ``_pending`` until its protocol exists (made just
-        before the connection is, which from then on counts itself), exactly once whether or not that succeeds."""
+        before the connection is, which from then on counts itself), or until setting it up ends without one, however
+        it ends: exactly once."""
         counted = True
 
         def protocol() -> Connection:
@@ -159,6 +160,7 @@ class FrontServer:
             await asyncio.get_running_loop().connect_accepted_socket(protocol, conn)
         except OSError:
             conn.close()
+        finally:
             if counted:
                 self._pending -= 1
 

@@ -5,11 +5,13 @@ effect on a real two-worker server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -84,6 +86,23 @@ def test_leaving_stops_a_worker_being_counted() -> None:
     assert mine.may_accept(1)
 
 
+@contextlib.asynccontextmanager
+async def listening(server: FrontServer) -> AsyncIterator[tuple[socket.socket, list[socket.socket]]]:
+    """A listening socket on 127.0.0.1 and a list for the test's client sockets; on the way out the clients are
+    closed, the server shut down and the listener closed."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    clients: list[socket.socket] = []
+    try:
+        yield listener, clients
+    finally:
+        for client in clients:
+            client.close()
+        await server.shutdown(0.5)
+        listener.close()
+
+
 def test_a_front_server_accepts_only_its_share_and_takes_more_once_a_sibling_catches_up() -> None:
     """A FrontServer on a real listening socket, with one sibling in its table that holds no connection: it takes
     the first connection (level), leaves the second queued while the sibling holds fewer, and accepts it within
@@ -95,14 +114,10 @@ def test_a_front_server_accepts_only_its_share_and_takes_more_once_a_sibling_cat
         sibling.publish(0)
         served = FrontApp(echo_app, Settings().front, PlainHooks(), 60.0, close=lambda: None)
         server = FrontServer(served, threads=1, share=peers.join(os.getpid()))
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        port = listener.getsockname()[1]
-        await server.listen([listener])
         loop = asyncio.get_running_loop()
-        clients = []
-        try:
+        async with listening(server) as (listener, clients):
+            port = listener.getsockname()[1]
+            await server.listen([listener])
 
             async def connect() -> None:
                 client = socket.socket()
@@ -133,24 +148,25 @@ def test_a_front_server_accepts_only_its_share_and_takes_more_once_a_sibling_cat
             assert len(server.connections) == 3
             sibling.leave()  # a sibling that stops is not waited for
             assert await held(4, RECHECK_S * 40)
-        finally:
-            for client in clients:
-                client.close()
-            await server.shutdown(0.5)
-            listener.close()
 
     asyncio.run(body())
 
 
-@pytest.mark.parametrize("protocol_made", [False, True], ids=["before-the-protocol", "after-the-protocol"])
-def test_a_connection_that_fails_to_set_up_stops_counting_once(protocol_made: bool) -> None:
+@pytest.mark.parametrize(
+    ("protocol_made", "error"),
+    [(False, OSError), (True, OSError), (False, RuntimeError)],
+    ids=["before-the-protocol", "after-the-protocol", "another-error"],
+)
+def test_a_connection_that_fails_to_set_up_stops_counting_once(protocol_made: bool, error: type[Exception]) -> None:
     """Accepted sockets count in what the worker holds while they are set up; one whose setting up fails (before or
-    after its protocol was made) stops counting, once: the other, still being set up, counts on."""
+    after its protocol was made, with an OSError or with any other error) stops counting, once: the other, still being
+    set up, counts on."""
 
     async def body() -> None:
         served = FrontApp(echo_app, Settings().front, PlainHooks(), 60.0, close=lambda: None)
         server = FrontServer(served, threads=1)
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, _context: None)  # the other error ends its task: not this test's
         calls: list[int] = []
         release = asyncio.Event()
 
@@ -159,16 +175,13 @@ def test_a_connection_that_fails_to_set_up_stops_counting_once(protocol_made: bo
             if len(calls) == 1:
                 if protocol_made:
                     factory()
-                raise OSError("the socket went away")
+                raise error("the socket went away")
             await release.wait()
             raise OSError("this one too")
 
         loop.connect_accepted_socket = setting_up  # type: ignore[method-assign,assignment]
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(4)
-        clients = [socket.socket(), socket.socket()]
-        try:
+        async with listening(server) as (listener, clients):
+            clients += [socket.socket(), socket.socket()]
             for client in clients:
                 client.connect(listener.getsockname())  # both queued: accepted in one batch
             await server.listen([listener])
@@ -181,10 +194,5 @@ def test_a_connection_that_fails_to_set_up_stops_counting_once(protocol_made: bo
             release.set()
             await asyncio.sleep(0.01)
             assert server.held == 0 and not server.connections
-        finally:
-            for client in clients:
-                client.close()
-            await server.shutdown(0.5)
-            listener.close()
 
     asyncio.run(body())
