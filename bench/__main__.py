@@ -197,8 +197,8 @@ def _per_request(into: list[float]) -> Callable[[float, Measurement], None]:
     one used CPU too) to ``into``."""
 
     def sink(used_s: float, measurement: Measurement) -> None:
-        last = measurement.rounds[-1] if measurement.rounds else None
-        sent = len(last.latencies_s) + len(last.errors) if last is not None else 0
+        last = measurement.rounds[-1] if measurement.rounds else Round()
+        sent = len(last.latencies_s) + len(last.errors)
         into.append(1000 * used_s / sent if sent else math.nan)
 
     return sink
@@ -511,14 +511,11 @@ def _camera(state: RunState) -> None:
     """8. Camera users: a 4000x3000 frame of small objects whole and with tile=640 (time and what was found); then
     Blue Iris's pair of requests for each new frame, against a proxy without and with the frame cache."""
     front, frame = state.processes.front, state.pictures[photos.CAMERA]
-    whole = Variant("whole frame", lambda: image_client(front.port, frame, CAMERA_PATH), 1)
-    tiled = Variant("tile=640", lambda: image_client(front.port, frame, f"{CAMERA_PATH}&tile=640"), 1)
+    paths = {"whole frame": CAMERA_PATH, "tile=640": f"{CAMERA_PATH}&tile=640"}
+    tiles = [Variant(name, functools.partial(image_client, front.port, frame, path), 1) for name, path in paths.items()]
     # A quick run warms nothing up here: a tiled frame is 49 model calls.
-    state.bench.compare(report.S8_TILES, [whole, tiled], state.plan.tiles, 0 if state.plan.quick else 1)
-    state.camera_found = {
-        "whole frame": answer_of(image_client(front.port, frame, CAMERA_PATH)),
-        "tile=640": answer_of(image_client(front.port, frame, f"{CAMERA_PATH}&tile=640")),
-    }
+    state.bench.compare(report.S8_TILES, tiles, state.plan.tiles, 0 if state.plan.quick else 1)
+    state.camera_found = {name: answer_of(image_client(front.port, frame, path)) for name, path in paths.items()}
     stand_in, count = state.processes.stand_in, state.plan.rounds * (state.plan.pairs + 2) + 2
     variants = []
     for name, server in (

@@ -402,16 +402,22 @@ def cpu_s(pids: list[int]) -> float:
 
 
 def frame_cache_counts(port: int) -> dict[str, float]:
-    """The frame cache's answers by result (hit, miss, ...), summed over every worker: the proxy's ``/metrics``."""
-    import requests
+    """The frame cache's answers by result (hit, miss, ...), summed over every worker: the proxy's ``/metrics``,
+    read with prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
 
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
     counts: dict[str, float] = {}
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith("classifyobjects_frame_cache_total{"):
-            labels, _, value = line.rpartition(" ")
-            result = labels.split('result="', 1)[1].split('"', 1)[0]
-            counts[result] = counts.get(result, 0.0) + float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "classifyobjects_frame_cache_total":
+                result = sample.labels["result"]
+                counts[result] = counts.get(result, 0.0) + sample.value
     return counts
 
 
