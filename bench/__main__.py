@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -45,6 +46,7 @@ CLASSIFY = f"/classify?threshold={THRESHOLD}"
 CAMERA_PATH = "/classify?threshold=0.5"  # the camera tests' threshold: the pasted cat scores about 0.6-0.9
 BATCH = 8
 ORDINARY_CLIENTS = 4  # the ordinary clients measured beside the slow ones
+WAIT_PROBE = 30  # section 7: the bare gRPC client's calls whose median latency the waiting Flask app sleeps
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,7 @@ class RunState:
     cold_starts_s: list[float] = field(default_factory=list)
     # input type → side (proxy, bare Flask, bare gRPC client) → CPU ms per request, one per round
     overhead_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    overhead_wait_ms: dict[str, float] = field(default_factory=dict)
     spread: list[list[int]] = field(default_factory=list)  # 8 clients: connections per proxy worker, each round
     camera_found: dict[str, str] = field(default_factory=dict)  # section 8: variant → its answer
     pair_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # section 8: variant → stand-in CPU per pair
@@ -470,7 +473,8 @@ def _large_then_memory(state: RunState) -> None:
 
 def _overhead(state: RunState) -> None:
     """7. The proxy's own CPU per request beyond both floors, on the demo models: the proxy's workers, the bare
-    Flask app's workers and the bare gRPC client's process, each read around its own rounds."""
+    Flask app's workers and the bare gRPC client's process, each read around its own rounds; and the bare Flask app
+    again, waiting in each request as long as the bare client's Predict takes (its median over a short run first)."""
     front, flask, floor, photo = (
         state.processes.front,
         state.processes.bare_flask,
@@ -478,12 +482,17 @@ def _overhead(state: RunState) -> None:
         state.photo,
     )
     for model, input_type in ((stack.DEMO_MODEL, report.IMAGE_TENSOR), (stack.DEMO_ENCODED_MODEL, report.ENCODED)):
-        sides: dict[str, list[float]] = {report.PROXY: [], report.BARE_FLASK: [], report.BARE_GRPC: []}
+        sides: dict[str, list[float]] = {side: [] for side in report.S7_SIDES}
         state.overhead_ms[input_type] = sides
+        wait_ms = 1000 * statistics.median(floor.run(model, WAIT_PROBE).latencies_s)
+        state.overhead_wait_ms[input_type] = wait_ms
         to_proxy = functools.partial(image_client, front.port, photo, f"{CLASSIFY}&model={model}")
         to_flask = functools.partial(image_client, flask.port, photo, stack.BARE_FLASK_PATH)
+        waiting = f"{stack.BARE_FLASK_PATH}?wait_ms={wait_ms:.2f}"
+        to_waiting = functools.partial(image_client, flask.port, photo, waiting)
         state.bench.warm(to_proxy, 20)
         state.bench.warm(to_flask, 20)
+        state.bench.warm(to_waiting, 20)
         variants = [
             Variant(
                 f"{report.PROXY}, {input_type}",
@@ -502,6 +511,12 @@ def _overhead(state: RunState) -> None:
                 _no_client,
                 1,
                 runner=_grpc_rounds(floor, model, sides[report.BARE_GRPC]),
+            ),
+            Variant(
+                f"{report.WAITING_FLASK}, {input_type}",
+                to_waiting,
+                1,
+                _cpu_meter(lambda: flask.workers, _per_request(sides[report.WAITING_FLASK])),
             ),
         ]
         state.bench.compare(report.S7, variants, state.plan.overhead, 0)
@@ -612,6 +627,7 @@ def _results(state: RunState, *, quick: bool, load_at_start: str, setup_s: float
         model_prep_s=models.export_s + models.convert_s,
         models_cached=models.cached,
         overhead_ms=state.overhead_ms,
+        overhead_wait_ms=state.overhead_wait_ms,
         spread=state.spread,
         camera_found=state.camera_found,
         pair_cpu_ms=state.pair_cpu_ms,

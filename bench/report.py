@@ -41,6 +41,8 @@ S6_EMBEDDED = "6. slow clients, embedded"
 IMAGE_TENSOR, ENCODED = "image_tensor", "encoded_image_string_tensor"
 PROXY_WORKERS, STAND_IN = "proxy workers", "TF Serving stand-in"
 PROXY, BARE_FLASK, BARE_GRPC = "proxy", "bare Flask app", "bare gRPC client"  # section 7's sides
+WAITING_FLASK = "waiting Flask app"  # section 7: the bare Flask app sleeping as long as a Predict call in each request
+S7_SIDES = (PROXY, BARE_FLASK, BARE_GRPC, WAITING_FLASK)
 SERVING, EMBEDDED = "serving", "embedded"
 FRIGATE_TIMEOUT_S = 0.1  # Frigate's DeepStack detector: api_timeout defaults to 0.1 s
 
@@ -110,6 +112,7 @@ class Results:
     steal_s: float = math.nan  # CPU seconds stolen by the hypervisor during the run
     # Section 7: input type → side (PROXY, BARE_FLASK, BARE_GRPC) → CPU ms per request, one value per round.
     overhead_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    overhead_wait_ms: dict[str, float] = field(default_factory=dict)  # section 7: input type → the waiting app's wait
     spread: list[list[int]] = field(default_factory=list)  # 8 clients: connections per proxy worker, each round
     camera_found: dict[str, str] = field(default_factory=dict)  # section 8: whole frame / tiled → the answer
     pair_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # section 8: stand-in CPU ms per pair, rounds
@@ -150,6 +153,13 @@ class Results:
         """Section 7's median over rounds."""
         values = [v for v in self.overhead(input_type) if not math.isnan(v)]
         return statistics.median(values) if values else math.nan
+
+    def wake_ms(self, input_type: str) -> list[float]:
+        """Section 7, one value per round: the CPU ms per request the bare Flask app spends more when each of its
+        requests waits as long as a Predict call."""
+        sides = self.overhead_ms.get(input_type, {})
+        rounds = zip(sides.get(WAITING_FLASK, []), sides.get(BARE_FLASK, []), strict=False)
+        return [waiting - bare for waiting, bare in rounds]
 
     def spread_gap(self) -> float:
         """The largest difference, over the 8-client rounds, between the busiest and the idlest worker's count of
@@ -612,21 +622,24 @@ def _overhead(results: Results) -> list[str]:
     rows = []
     for input_type in (IMAGE_TENSOR, ENCODED):
         sides = results.overhead_ms.get(input_type, {})
-        medians = [
-            statistics.median(sides[side]) if sides.get(side) else math.nan for side in (PROXY, BARE_FLASK, BARE_GRPC)
-        ]
+        medians = [statistics.median(sides[side]) if sides.get(side) else math.nan for side in S7_SIDES]
+        wakes = [value for value in results.wake_ms(input_type) if not math.isnan(value)]
+        wait = results.overhead_wait_ms.get(input_type, math.nan)
         rows.append(
             [
                 input_type,
-                *(f"{value:.2f}" if not math.isnan(value) else "n/a" for value in medians),
+                *(f"{value:.2f}" if not math.isnan(value) else "n/a" for value in medians[:3]),
                 _number(results.median_overhead_ms(input_type), "ms"),
                 " / ".join(f"{value:.2f}" for value in results.overhead(input_type)),
+                f"{medians[3]:.2f} ({wait:.1f} ms)" if not math.isnan(medians[3]) else "n/a",
+                _number(statistics.median(wakes), "ms") if wakes else "n/a",
             ]
         )
     return [
         "The proxy's own CPU per request, beyond what any Flask service on this front and any client of TF Serving "
         "must spend, measured on the demo detector (a few TensorFlow ops: the model's cost does not hide the "
-        "proxy's) with its two input types. Three sides, alternating round by round, one request at a time:",
+        "proxy's) with its two input types. Four sides, alternating round by round, one request at a time (the "
+        "target takes the first three):",
         "- **proxy**: `POST /classify?model=demo` (or `demo-encoded`) with the 640x480 JPEG to the serving-mode "
         "proxy; the CPU of its workers.",
         "- **bare Flask app**: `bench.bare_flask` (one route that reads the body and answers a small JSON) under the "
@@ -639,6 +652,12 @@ def _overhead(results: Results) -> list[str]:
         "CPU is user + system time read before and after each round (`/proc/<pid>/stat`, all threads; 10 ms ticks, "
         "so each round sends enough requests for a resolution of a few hundredths of a millisecond). The overhead "
         "is proxy - bare Flask - bare gRPC client within each round; the target is its median over the rounds.",
+        "- **waiting Flask app** (not part of the target): the bare Flask app again, `?wait_ms=N` making its route "
+        "sleep N ms in each request, N the median latency of 30 calls of the bare gRPC client just before (in "
+        "brackets below), as long as the proxy's request waits for its model. What it spends more than the bare app "
+        "is the cost of waking after the wait (the last column), which every service that waits for its model pays "
+        "and which the bare app's floor does not count. The bare gRPC client's CPU counts its own wake from its "
+        "blocking call, so proxy - waiting Flask - bare gRPC client would count one thread's wake twice.",
         "",
         table(
             [
@@ -648,9 +667,11 @@ def _overhead(results: Results) -> list[str]:
                 "bare gRPC client ms",
                 "overhead (median)",
                 "overhead of each round",
+                "waiting Flask ms (its wait)",
+                "waiting - bare Flask (median)",
             ],
             rows,
-            "lrrrrl",
+            "lrrrrlrr",
         ),
         "",
         measurements_table(results, [S7]),

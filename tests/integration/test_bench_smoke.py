@@ -70,7 +70,7 @@ ROWS = [
     ("8. Blue Iris's pair, 640x480, serving, 1 camera", "frame cache on", 1),
     *[
         ("7. the proxy's own CPU, demo models, 640x480, 1 client", f"{side}, {input_type}", 1)
-        for side in ("proxy", "bare Flask app", "bare gRPC client")
+        for side in ("proxy", "bare Flask app", "bare gRPC client", "waiting Flask app")
         for input_type in ("image_tensor", "encoded_image_string_tensor")
     ],
     *[
