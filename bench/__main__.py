@@ -304,7 +304,7 @@ class RunState:
     held: dict[str, dict[str, int]] = field(default_factory=lambda: {report.SERVING: {}, report.EMBEDDED: {}})
     answers: dict[str, str] = field(default_factory=dict)
     cold_starts_s: list[float] = field(default_factory=list)
-    # input type → side (proxy, bare Flask, bare gRPC client) → CPU ms per request, one per round
+    # input type → side (report.S7_SIDES) → CPU ms per request, one per round
     overhead_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     overhead_wait_ms: dict[str, float] = field(default_factory=dict)
     spread: list[list[int]] = field(default_factory=list)  # 8 clients: connections per proxy worker, each round

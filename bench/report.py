@@ -110,7 +110,7 @@ class Results:
     duration_s: float = math.nan
     other_cpu_s: float = math.nan  # CPU seconds other processes of the machine used during the run
     steal_s: float = math.nan  # CPU seconds stolen by the hypervisor during the run
-    # Section 7: input type → side (PROXY, BARE_FLASK, BARE_GRPC) → CPU ms per request, one value per round.
+    # Section 7: input type → side (S7_SIDES) → CPU ms per request, one value per round.
     overhead_ms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     overhead_wait_ms: dict[str, float] = field(default_factory=dict)  # section 7: input type → the waiting app's wait
     spread: list[list[int]] = field(default_factory=list)  # 8 clients: connections per proxy worker, each round
