@@ -200,33 +200,43 @@ def _http_message(exc: HTTPException) -> str:
 
 
 def _finish_request(response: Response) -> Response:
-    """Security headers, the request id, metrics and the access log for every answer the app gives."""
+    """Security headers, the request id, metrics and the access log for every answer the app gives.
+
+    The request and ``g`` are taken from their proxies once: this runs for every answer, after the model's wait.
+    """
+    req = request._get_current_object()  # type: ignore[attr-defined]  # werkzeug's LocalProxy
+    state = g._get_current_object()
+    headers = response.headers
     for name, value in _SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.endpoint in ("api.page", "static"):
-        response.headers["Content-Security-Policy"] = _PAGE_POLICY
-    request_id_value = g.get("request_id") or request_id(None)
-    response.headers["X-Request-ID"] = request_id_value
-    started = g.get("started", time.perf_counter())
-    elapsed = time.perf_counter() - started
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    count_request(route, request.method, response.status_code, elapsed)
+        headers.setdefault(name, value)
+    endpoint = req.endpoint
+    if endpoint in ("api.page", "static"):
+        headers["Content-Security-Policy"] = _PAGE_POLICY
+    request_id_value = getattr(state, "request_id", None) or request_id(None)
+    headers["X-Request-ID"] = request_id_value
+    elapsed = time.perf_counter() - getattr(state, "started", time.perf_counter())
+    rule = req.url_rule
+    route = rule.rule if rule is not None else "unmatched"
+    status = response.status_code
+    method = req.method
+    count_request(route, method, status, elapsed)
     error = None
-    if response.status_code >= 400 and response.is_json:
+    if status >= 400 and response.is_json:
         body = response.get_json(silent=True)
         error = body.get("error") if isinstance(body, dict) else None
+    environ = req.environ
     log_access(
         access_entry(
             request_id=request_id_value,
-            remote_addr=request.remote_addr,
-            method=request.method,
-            path=request.path,
+            remote_addr=req.remote_addr,
+            method=method,
+            path=req.path,
             route=route,
-            status=response.status_code,
+            status=status,
             seconds=elapsed,
-            request_bytes=int(request.environ.get(ENVIRON_REQUEST_BYTES, request.content_length or 0)),
+            request_bytes=int(environ.get(ENVIRON_REQUEST_BYTES, req.content_length or 0)),
             response_bytes=response.content_length or response.calculate_content_length() or 0,
-            user_agent=request.user_agent.string,
+            user_agent=environ.get("HTTP_USER_AGENT", ""),
             error=error,
         )
     )

@@ -3,6 +3,7 @@ context, JSON answers."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -60,7 +61,16 @@ def check_preset(preset: Preset, labels: LabelMap | None) -> None:
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    """A JSON answer with its Content-Length (never chunked: some DeepStack clients cannot read chunked JSON)."""
-    response = current_app.json.response(body)
-    response.status_code = status
-    return response  # type: ignore[return-value]  # flask's json provider returns the app's Response class
+    """A JSON answer with its Content-Length (never chunked: some DeepStack clients cannot read chunked JSON).
+
+    The text is what Flask's JSON provider writes for the app (compact, ASCII, keys in the answer's order, one
+    newline), from an encoder made once: the provider's ``response`` builds a new one for every answer.
+    """
+    return Response(_encode(body) + "\n", status=status, mimetype="application/json")
+
+
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"an answer holds a {type(value).__name__}, which JSON cannot hold")
+
+
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=False, default=_unencodable).encode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -60,10 +61,22 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "OTHER"
 
 
+# Each (route, method, status)'s counter and histogram, looked up once: ``labels()`` takes a lock and builds its key
+# on every call. Bounded as the label values are: the app's routes, KNOWN_METHODS and OTHER, HTTP statuses.
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def count_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count and time one answered request."""
-    REQUESTS.labels(route=route, method=method_label(method), status=str(status)).inc()
-    REQUEST_SECONDS.labels(route=route).observe(seconds)
+    series = _REQUEST_SERIES.get((route, method, status))
+    if series is None:
+        label = method_label(method)
+        series = (REQUESTS.labels(route=route, method=label, status=str(status)), REQUEST_SECONDS.labels(route=route))
+        if label == method:  # an invented method's name is not kept as a key
+            _REQUEST_SERIES[(route, method, status)] = series
+    counter, histogram = series
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def payload() -> tuple[bytes, str]:

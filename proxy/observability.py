@@ -26,8 +26,18 @@ def request_id(offered: str | None) -> str:
 
 
 def log_access(entry: dict[str, Any]) -> None:
-    """Write one access-log entry (the caller builds it with ``access_entry``)."""
-    access_log.info("%s %s %s", entry.get("method"), entry.get("path"), entry.get("status"), extra={"entry": entry})
+    """Write one access-log entry (the caller builds it with ``access_entry``).
+
+    The record is made and handled directly: ``Logger.info`` would also walk the stack for the caller's file and
+    line (``findCaller``), which an access entry never shows, on every request.
+    """
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    args = (entry.get("method"), entry.get("path"), entry.get("status"))
+    record = access_log.makeRecord(
+        access_log.name, logging.INFO, __file__, 0, "%s %s %s", args, None, extra={"entry": entry}
+    )
+    access_log.handle(record)
 
 
 def access_entry(
@@ -63,6 +73,9 @@ def access_entry(
     return entry
 
 
+_encode_line = json.JSONEncoder(separators=(",", ":"), default=str).encode  # made once, not per line
+
+
 class JsonLines(logging.Formatter):
     """Access entries as they are; other records as ``{"time", "level", "logger", "message"}``."""
 
@@ -77,7 +90,7 @@ class JsonLines(logging.Formatter):
             }
             if record.exc_info:
                 entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, separators=(",", ":"), default=str)
+        return _encode_line(entry)
 
 
 class ReadableText(logging.Formatter):

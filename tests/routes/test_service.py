@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from proxy.app import front_app
+from proxy.context import json_response
+from proxy.observability import JsonLines, access_log
 from tests.routes.conftest import LABELS, ROWS, jpeg
 from tests.support.fake_backend import FakeBackend
 
@@ -96,3 +99,67 @@ def test_unknown_methods_share_one_metrics_label(client: FlaskClient) -> None:
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'method="OTHER"' in metrics
     assert "ZZMETH" not in metrics
+
+
+def test_requests_are_counted_once_each_per_route_method_and_status(client: FlaskClient) -> None:
+    """Each answer adds one to its (route, method, status) series, however often the series was seen before."""
+
+    def count(status: int) -> float:
+        series = f'classifyobjects_http_requests_total{{method="GET",route="/healthz",status="{status}"}}'
+        for line in client.get("/metrics").get_data(as_text=True).splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count(200)
+    for _ in range(3):
+        assert client.get("/healthz").status_code == 200
+    assert count(200) == before + 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"Dog": 2, "Cat": 1}, [{"class": "Ünïcode ✓", "score": 0.8125, "x1": 0.1}], {"error": 'a "quoted" \\ value'}, []],
+)
+def test_json_answers_are_what_flasks_provider_writes(make_app: Callable[..., Flask], body: object) -> None:
+    """json_response writes the bytes, type and length Flask's JSON provider gives the app (its key order kept)."""
+
+    app = make_app()
+    with app.app_context():
+        expected = app.json.response(body)
+    answer = json_response(body, 201)
+    assert answer.get_data() == expected.get_data()
+    assert (answer.status_code, answer.mimetype, answer.content_length) == (201, "application/json", len(expected.data))
+
+
+def test_a_json_answer_holding_what_json_cannot_is_a_type_error() -> None:
+    """A value JSON cannot hold is the program's error (a 500 through the app), named by its type."""
+    with pytest.raises(TypeError, match="set"):
+        json_response({"classes": {"Dog"}})
+
+
+def test_each_answer_writes_one_access_entry(client: FlaskClient) -> None:
+    """One INFO record on the access log per answer, its entry the request's fields, one JSON line as written."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    access_log.addHandler(handler)
+    try:
+        answer = client.post(
+            "/classify?threshold=0.5", data=PICTURE, content_type="image/jpeg",
+            headers={"X-Request-ID": "rid-1", "User-Agent": "camera/1.0"},
+        )  # fmt: skip
+    finally:
+        access_log.removeHandler(handler)
+    assert answer.status_code == 200
+    [record] = records
+    entry = record.entry  # type: ignore[attr-defined]
+    assert (record.name, record.levelno) == ("classifyobjects.access", logging.INFO)
+    assert record.getMessage() == "POST /classify 200"
+    assert {key: entry[key] for key in ("request_id", "method", "path", "route", "status", "user_agent")} == {
+        "request_id": "rid-1", "method": "POST", "path": "/classify", "route": "/classify", "status": 200,
+        "user_agent": "camera/1.0",
+    }  # fmt: skip
+    assert entry["request_bytes"] == len(PICTURE) and entry["response_bytes"] == len(answer.data)
+    assert "threshold" not in json.dumps(entry)  # never the query string
+    assert json.loads(JsonLines().format(record)) == entry
