@@ -11,6 +11,7 @@ an array it cannot turn into a tensor.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -87,10 +88,14 @@ def dtype_name(data_type: int) -> str:
         return str(data_type)
 
 
-def ndarray_to_tensor_proto(arr: npt.ArrayLike) -> tensor_pb2.TensorProto:
-    """Encode an array as a TensorProto: tensor_content (little-endian, C order), or string_val for text."""
+def ndarray_to_tensor_proto(arr: npt.ArrayLike, into: tensor_pb2.TensorProto | None = None) -> tensor_pb2.TensorProto:
+    """Encode an array as a TensorProto: tensor_content (little-endian, C order), or string_val for text.
+
+    ``into``: an empty TensorProto to fill (a request's input), so a picture's tensor is not copied once more into
+    its message.
+    """
     array = np.asarray(arr)
-    proto = tensor_pb2.TensorProto()
+    proto = tensor_pb2.TensorProto() if into is None else into
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
     if array.dtype.kind in "SUO":
@@ -102,8 +107,28 @@ def ndarray_to_tensor_proto(arr: npt.ArrayLike) -> tensor_pb2.TensorProto:
     if data_type is None:
         raise TypeError(f"cannot encode a numpy {array.dtype} array as a TensorProto")
     proto.dtype = data_type
-    proto.tensor_content = np.ascontiguousarray(array, dtype=native.newbyteorder("<")).tobytes()
+    content = _backing_bytes(array)
+    if content is None:
+        content = np.ascontiguousarray(array, dtype=native.newbyteorder("<")).tobytes()
+    proto.tensor_content = content
     return proto
+
+
+def _backing_bytes(array: np.ndarray[Any, np.dtype[Any]]) -> bytes | None:
+    """The bytes object ``array`` is a whole view of, already in tensor_content's layout (C order, little-endian),
+    or None. A picture's pixels are such a view (numpy wraps the bytes Pillow gives): they are then sent without
+    another copy of the picture."""
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, bytes) or len(base) != array.nbytes or not array.flags.c_contiguous:
+        return None
+    order = array.dtype.byteorder
+    little = order == "<" or (order == "=" and sys.byteorder == "little")
+    if array.dtype.itemsize > 1 and not little:
+        return None
+    start = np.frombuffer(base, dtype=np.uint8).__array_interface__["data"][0]
+    return base if array.__array_interface__["data"][0] == start else None
 
 
 def _as_bytes_list(array: np.ndarray[Any, np.dtype[Any]]) -> list[bytes]:

@@ -236,7 +236,7 @@ class ServingBackend:
     def _request(self, signature: _Signature, image: ModelImage, input_type: InputType) -> Any:
         request = predict_pb2.PredictRequest(model_spec=self._model_spec())
         value = model_input(image, input_type, signature.rank)
-        request.inputs[signature.input_key].CopyFrom(ndarray_to_tensor_proto(value))
+        ndarray_to_tensor_proto(value, into=request.inputs[signature.input_key])
         # Ask only for what the answer uses: masks or feature maps can be far larger than the detections.
         request.output_filter.extend(signature.outputs)
         return request

@@ -10,10 +10,12 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from PIL import Image
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
 from tensorflow.core.framework import types_pb2 as tf_types_pb2
 
 from proxy._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+from proxy._proto.tensorflow_serving.apis import predict_pb2
 from proxy.tensors import (
     DTYPE_TO_NUMPY,
     NUMPY_TO_DTYPE,
@@ -313,3 +315,25 @@ def test_padding_rule_matches_tf_make_ndarray(values: list[float], extra: int) -
     """A float_val of any length up to the shape's size decodes exactly as tf.make_ndarray decodes it."""
     official = _typed(tf_types_pb2.DT_FLOAT, (len(values) + extra,), float_val=values)
     _assert_same(tensor_proto_to_ndarray(_ours(official)), tf.make_ndarray(official))
+
+
+def test_a_pictures_pixels_are_sent_from_the_bytes_they_view() -> None:
+    """Pixels numpy wraps from Pillow's bytes go as those very bytes; a view of part of them, or of other bytes in
+    another order, is copied into C order as before."""
+    picture = Image.new("RGB", (6, 4), (10, 20, 30))
+    pixels = np.asarray(picture, dtype=np.uint8)[np.newaxis]
+    proto = ndarray_to_tensor_proto(pixels)
+    assert proto.tensor_content == picture.tobytes()
+    _assert_same(tensor_proto_to_ndarray(proto), pixels)
+    for view in (pixels[:, 1:], pixels[:, :, ::-1], pixels.transpose(0, 2, 1, 3)):
+        _assert_same(tensor_proto_to_ndarray(ndarray_to_tensor_proto(view)), view)
+    words = np.frombuffer(np.arange(6, dtype=">i4").tobytes(), dtype=">i4")  # big-endian bytes: reordered
+    assert ndarray_to_tensor_proto(words).tensor_content == np.arange(6, dtype="<i4").tobytes()
+
+
+def test_a_tensor_filled_into_a_request_is_the_one_encoded_alone() -> None:
+    """``into``: the request's own input holds what encoding alone gives (nothing copied in afterwards)."""
+    array = (np.arange(60) % 251).astype(np.uint8).reshape(1, 4, 5, 3)
+    request = predict_pb2.PredictRequest()
+    ndarray_to_tensor_proto(array, into=request.inputs["inputs"])
+    assert request.inputs["inputs"] == ndarray_to_tensor_proto(array)
