@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 def _start_request() -> None:
     g.started = time.perf_counter()
     g.received = request.environ.get(ENVIRON_RECEIVED, g.started)
-    g.request_id = request_id(request.headers.get("X-Request-ID"))
+    g.request_id = request_id(request.environ.get("HTTP_X_REQUEST_ID"))  # the header, without EnvironHeaders' misses
 
 
 def _require_api_key(app: Flask, api_key: str, max_form_parts: int) -> None:
@@ -207,8 +207,11 @@ def _finish_request(response: Response) -> Response:
     req = request._get_current_object()  # type: ignore[attr-defined]  # werkzeug's LocalProxy
     state = g._get_current_object()
     headers = response.headers
+    # Not Headers.setdefault: it raises and catches an exception for each header the answer lacks (all, mostly).
+    present = {name.lower() for name in headers.keys()}  # noqa: SIM118  # Headers iterates as (name, value) pairs
     for name, value in _SECURITY_HEADERS.items():
-        headers.setdefault(name, value)
+        if name.lower() not in present:
+            headers.add(name, value)
     endpoint = req.endpoint
     if endpoint in ("api.page", "static"):
         headers["Content-Security-Policy"] = _PAGE_POLICY

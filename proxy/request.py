@@ -128,7 +128,9 @@ def _detection_options(value: Lookup, threshold: float, max_detections: int | No
 
 def classify_request(request: Request, settings: Settings) -> DetectRequest:
     """``POST /classify``: query parameters, and the image(s) from the raw body, a multipart upload or JSON."""
-    args = request.args
+    # A plain dict of each parameter's first value, as MultiDict.get gives it: MultiDict.get raises and catches an
+    # exception for every parameter a request does not name, most of them on every request.
+    args = request.args.to_dict()
     model, preset = _resolve(settings, args.get("model"))
     value = _lookup(preset, args.get)
     verbose = parse_flag("verbose", args.get("verbose"))
@@ -189,7 +191,7 @@ def vision_request(request: Request, settings: Settings, model: str | None) -> D
         fields = {}
     if image is None:
         raise InvalidImage("No valid image file found")
-    value = _lookup(preset, fields.get, request.args.get)
+    value = _lookup(preset, fields.get, request.args.to_dict().get)
     # A preset's threshold is the operator's, over DeepStack's min_confidence (which Blue Iris always sends).
     if preset is not None and dict(preset.options).get("threshold") is not None:
         threshold = parse_threshold(value("threshold"), 0.0)
