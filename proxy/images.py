@@ -34,6 +34,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from proxy.errors import InvalidImage, Overloaded, PayloadTooLarge
+from proxy.jpeg import jpeg_header
 from proxy.settings import Settings
 
 # Alpha is composited onto white: transparent regions of a logo or a screenshot are "nothing", and white reads
@@ -139,15 +140,26 @@ class ImageInput:
         self._pixels: np.ndarray | None = None
         self._picture: Image.Image | None = None
         self._encoded: tuple[bytes, str] | None = None
-        with _decoding():
-            header = Image.open(io.BytesIO(data))
-        self.format: str = header.format or "?"
-        self.mode: str = header.mode
-        self.stored_size: tuple[int, int] = header.size
-        self._transparent = "transparency" in header.info
-        _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
-        with _decoding():
-            self.orientation = _orientation(header)
+        self.format: str
+        self.mode: str
+        self.stored_size: tuple[int, int]
+        self.orientation: int
+        scanned = jpeg_header(data, Image.MAX_IMAGE_PIXELS)  # a plain JPEG's header, read without Pillow
+        if scanned is not None:
+            self.format, self._transparent = "JPEG", False
+            self.mode, self.stored_size, orientation = scanned
+            _check_shape(*self.stored_size, limits)
+            self.orientation = orientation
+        else:
+            with _decoding():
+                header = Image.open(io.BytesIO(data))
+            self.format = header.format or "?"
+            self.mode = header.mode
+            self.stored_size = header.size
+            self._transparent = "transparency" in header.info
+            _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
+            with _decoding():
+                self.orientation = _orientation(header)
         width, height = self.stored_size
         # Orientations 5-8 swap the axes: the size the client sees is the upright one.
         self.size = (height, width) if self.orientation in (5, 6, 7, 8) else (width, height)

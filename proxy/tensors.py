@@ -147,8 +147,8 @@ def tensor_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     shape = proto.tensor_shape
     if shape.unknown_rank:
         raise TensorDecodeError("tensor has unknown rank")
-    dims = tuple(int(dim.size) for dim in shape.dim)
-    if any(size < 0 for size in dims):
+    dims = tuple([dim.size for dim in shape.dim])
+    if dims and min(dims) < 0:
         raise TensorDecodeError(f"tensor shape {list(dims)} has unknown dimensions")
     return dims
 
@@ -161,6 +161,8 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray[Any, np
         raise TensorDecodeError(f"unsupported tensor dtype {dtype_name(data_type)}")
     shape = tensor_shape(proto)
     count = math.prod(shape)
+    if data_type == types_pb2.DT_FLOAT and count and len(proto.float_val) == count and not proto.tensor_content:
+        return np.array(proto.float_val, dtype=np.float32).reshape(shape)  # how TF Serving sends detections
     if proto.tensor_content:
         return _from_content(bytes(proto.tensor_content), data_type, dtype, count).reshape(shape)
     return _from_typed_field(proto, data_type, dtype, count).reshape(shape)

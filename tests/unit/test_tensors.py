@@ -337,3 +337,10 @@ def test_a_tensor_filled_into_a_request_is_the_one_encoded_alone() -> None:
     request = predict_pb2.PredictRequest()
     ndarray_to_tensor_proto(array, into=request.inputs["inputs"])
     assert request.inputs["inputs"] == ndarray_to_tensor_proto(array)
+
+
+def test_tensor_content_wins_over_typed_values_as_in_tensorflow() -> None:
+    """A tensor carrying both decodes from tensor_content, as tf.make_ndarray does, even when float_val fills it."""
+    proto = _typed(tf_types_pb2.DT_FLOAT, (2,), float_val=[1, 2], tensor_content=np.array([3, 4], "<f4").tobytes())
+    official = tf_tensor_pb2.TensorProto.FromString(proto.SerializeToString())
+    assert tensor_proto_to_ndarray(proto).tolist() == tf.make_ndarray(official).tolist() == [3.0, 4.0]
