@@ -237,7 +237,7 @@ def _finish_request(response: Response) -> Response:
             route=route,
             status=status,
             seconds=elapsed,
-            request_bytes=int(environ.get(ENVIRON_REQUEST_BYTES, req.content_length or 0)),
+            request_bytes=int(environ.get(ENVIRON_REQUEST_BYTES) or req.content_length or 0),
             response_bytes=response.content_length or response.calculate_content_length() or 0,
             user_agent=environ.get("HTTP_USER_AGENT", ""),
             error=error,

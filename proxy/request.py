@@ -207,6 +207,8 @@ def vision_request(request: Request, settings: Settings, model: str | None) -> D
 
 def _accepted_picture(request: Request) -> str | None:
     """JPEG or PNG when the Accept header prefers that image type to JSON."""
+    if request.environ.get("HTTP_ACCEPT", "*/*") in ("*/*", "application/json", ""):
+        return None  # what most clients send (curl's, requests' and the DeepStack clients' */*), without parsing
     accept = request.accept_mimetypes
     best = accept.best_match(["application/json", *_IMAGE_ACCEPT])
     if best in _IMAGE_ACCEPT and accept.quality(best) > accept.quality("application/json"):
