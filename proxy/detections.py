@@ -60,14 +60,12 @@ class Detections:
             count = np.asarray(outputs[COUNT_OUTPUT]).reshape(-1)
             if count.size and np.isfinite(count[0]):
                 rows = max(0, min(rows, int(count[0])))
-        scores = scores[0, :rows]
+        scores, boxes, classes = scores[0, :rows], boxes[0, :rows], classes[0, :rows]
         # The OD API sorts by score already; a stable sort keeps that order and guards models that do not.
-        order = np.argsort(-scores, kind="stable")
-        return cls(
-            boxes=boxes[0, :rows][order],
-            scores=scores[order],
-            classes=np.rint(classes[0, :rows][order]).astype(np.int64),
-        )
+        if rows > 1 and not (scores[:-1] >= scores[1:]).all():
+            order = np.argsort(-scores, kind="stable")
+            scores, boxes, classes = scores[order], boxes[order], classes[order]
+        return cls(boxes=boxes, scores=scores, classes=np.rint(classes).astype(np.int64))
 
     def _take(self, keep: np.ndarray) -> Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.detections import Detections, greedy_merge, iou_matrix
 from proxy.errors import BackendError
@@ -34,6 +36,15 @@ def test_from_outputs_keeps_num_detections_rows() -> None:
 def test_from_outputs_without_a_count_reads_every_row() -> None:
     """Without num_detections (it is optional in a signature), every row is read."""
     assert len(Detections.from_outputs(outputs([0.9, 0.8, 0.7], [1, 1, 1]))) == 3
+
+
+@given(st.lists(st.sampled_from([0.0, 0.25, 0.5, 0.5, 0.75, 1.0, float("nan")]), min_size=1, max_size=12))
+def test_from_outputs_is_a_stable_sort_by_score(scores: list[float]) -> None:
+    """Sorted or not, ties and NaN included, the rows are those of a stable sort by descending score."""
+    found = Detections.from_outputs(outputs(scores, [float(i) for i in range(len(scores))]))
+    order = np.argsort(-np.array(scores, np.float32), kind="stable")
+    assert found.classes.tolist() == order.tolist()
+    np.testing.assert_array_equal(found.scores, np.array(scores, np.float32)[order])
 
 
 def test_from_outputs_orders_best_first() -> None:
