@@ -79,6 +79,17 @@ def count_request(route: str, method: str, status: int, seconds: float) -> None:
     histogram.observe(seconds)
 
 
+_BACKEND_SERIES: dict[str, Any] = {}
+
+
+def time_backend(model: str, seconds: float) -> None:
+    """Time one model call (each model's histogram looked up once; models are the configured ones)."""
+    series = _BACKEND_SERIES.get(model)
+    if series is None:
+        series = _BACKEND_SERIES[model] = BACKEND_SECONDS.labels(model=model)
+    series.observe(seconds)
+
+
 def payload() -> tuple[bytes, str]:
     """The Prometheus exposition of every worker (multiprocess mode under gunicorn) or of this process."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client's own switch, set by `python -m proxy`

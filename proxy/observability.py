@@ -40,6 +40,18 @@ def log_access(entry: dict[str, Any]) -> None:
     access_log.handle(record)
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
+def _now() -> str:
+    """The local time to the second, ``%Y-%m-%dT%H:%M:%S%z``: formatted once a second, not for every entry."""
+    global _stamp  # noqa: PLW0603  # one (second, text) pair, replaced whole: no lock needed
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second)))
+    return _stamp[1]
+
+
 def access_entry(
     *,
     request_id: str,
@@ -56,7 +68,7 @@ def access_entry(
 ) -> dict[str, Any]:
     """The fields of one access-log line. Never the body, never the query string (it may hold a key)."""
     entry: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "time": _now(),
         "request_id": request_id,
         "remote_addr": remote_addr,
         "method": method[:16],

@@ -28,7 +28,7 @@ from proxy.errors import PayloadTooLarge, ProxyError
 from proxy.framecache import FrameCache
 from proxy.images import DECODE_BYTES_PER_PIXEL, Box, ImageInput, ImageLimits, ModelImage
 from proxy.labels import LabelMap
-from proxy.metrics import BACKEND_SECONDS, DECODE_SECONDS, FRAME_CACHE, IMAGE_BYTES, IMAGE_PIXELS
+from proxy.metrics import DECODE_SECONDS, FRAME_CACHE, IMAGE_BYTES, IMAGE_PIXELS, time_backend
 from proxy.tiles import tile_boxes
 
 Roi = tuple[float, float, float, float]  # x1, y1, x2, y2, normalized to the upright picture
@@ -284,7 +284,7 @@ def _raw(plan: _Plan, answers: list[Prediction | ProxyError], model: Model) -> R
             return answer
         if answer.version != first.version:
             continue
-        BACKEND_SECONDS.labels(model=model.name).observe(answer.inference_s)
+        time_backend(model.name, answer.inference_s)
         views.append(answer.detections.in_frame(box, width, height))
         seconds += answer.inference_s
     return Raw(tuple(views), first.labels, first.version, seconds)

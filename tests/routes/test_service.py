@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 
 import pytest
@@ -162,4 +163,6 @@ def test_each_answer_writes_one_access_entry(client: FlaskClient) -> None:
     }  # fmt: skip
     assert entry["request_bytes"] == len(PICTURE) and entry["response_bytes"] == len(answer.data)
     assert "threshold" not in json.dumps(entry)  # never the query string
+    stamp = time.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S%z")  # the local time of the answer, to the second
+    assert abs(time.mktime(stamp) - time.time()) < 5
     assert json.loads(JsonLines().format(record)) == entry
