@@ -144,8 +144,9 @@ def _directory(exif: bytes) -> tuple[bytes, str, list[tuple[int, int, int, int]]
 
 
 def _exif_orientation(exif: bytes) -> int | None:
-    """The orientation a plain EXIF segment gives: its value (0 read as 1, as the service reads it), 1 when it has
-    none, None when it is not plain or names one oddly (several, not one SHORT)."""
+    """The orientation a plain EXIF segment gives: its value (a stored 0 read as 1, as the service reads it), 0 when
+    it names none (Pillow then looks in the XMP), None when it is not plain or names one oddly (twice, not one
+    SHORT)."""
     found = _directory(exif)
     if found is None:
         return None
