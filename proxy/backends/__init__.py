@@ -127,32 +127,37 @@ class CallLimit:
         """Give a slot back."""
         self._slots.release()
 
-    def request(self) -> RequestCalls:
-        """The slots of one request's calls."""
-        return RequestCalls(self)
+    def request(self, calls: int | None = None) -> RequestCalls:
+        """The slots of one request's calls. ``calls``: how many it makes at most at once; when they all fit its
+        share (one image, most requests), its own slots could never make one wait, and only the process's are
+        taken."""
+        return RequestCalls(self, own=calls is None or calls > self.per_request)
 
 
 class RequestCalls:
     """One request's model calls: each takes one of the request's own ``per_request`` slots, then the process's."""
 
-    def __init__(self, limit: CallLimit) -> None:
+    def __init__(self, limit: CallLimit, *, own: bool = True) -> None:
         self._limit = limit
-        self._own = threading.BoundedSemaphore(limit.per_request)
+        self._own = threading.BoundedSemaphore(limit.per_request) if own else None
 
     def acquire(self, deadline: float) -> None:
         """Take a slot of the request's and one of the process's, or raise ``Overloaded`` at ``deadline``."""
-        if not self._own.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        own = self._own
+        if own is not None and not own.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise Overloaded("this request's model calls did not finish in time for its next one; try again")
         try:
             self._limit.acquire(deadline)
         except Overloaded:
-            self._own.release()
+            if own is not None:
+                own.release()
             raise
 
     def release(self) -> None:
         """Give both slots back."""
         self._limit.release()
-        self._own.release()
+        if self._own is not None:
+            self._own.release()
 
 
 class LabelMaps:

@@ -118,7 +118,7 @@ class EmbeddedBackend:
         """Run each image through the served version; a batch's images (or a frame's tiles) run side by side in a
         small pool, at most the request's share of calls at once."""
         model = self._model(deadline)
-        slots = self._calls.request()
+        slots = self._calls.request(len(images))
         if len(images) == 1:
             return [self._run(model, images[0], deadline, slots)]
         pool = self._batch_pool()

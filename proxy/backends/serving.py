@@ -163,7 +163,7 @@ class ServingBackend:
         """Send every image to Predict (TF Serving may batch them), as many at once as the request's share of calls
         allows, then read the answers in order."""
         signature = self._signature_for(deadline)
-        slots = self._calls.request()
+        slots = self._calls.request(len(images))
         results: list[Prediction | ProxyError | None] = [None] * len(images)
         pending = list(range(len(images)))
         if signature.input_type is None and pending:

@@ -107,6 +107,24 @@ def test_a_request_has_at_most_its_share_of_the_calls() -> None:
         calls.release()
 
 
+def test_a_request_whose_calls_fit_its_share_takes_only_the_processs_slots() -> None:
+    """A request of one call (or as many as its share) waits only for the process's slots, and still holds one;
+    one of more calls than its share is held to its share as before."""
+    limit = CallLimit(2, per_request=1)
+    first, second, third = limit.request(1), limit.request(1), limit.request(1)
+    first.acquire(time.monotonic() + 1)
+    second.acquire(time.monotonic() + 1)
+    with pytest.raises(Overloaded, match="MAX_BACKEND_CALLS"):
+        third.acquire(time.monotonic() + 0.05)
+    first.release()
+    second.release()
+    tiled = limit.request(2)
+    tiled.acquire(time.monotonic() + 1)
+    with pytest.raises(Overloaded, match="this request's model calls"):
+        tiled.acquire(time.monotonic() + 0.05)  # a process slot is free, its own share is not
+    tiled.release()
+
+
 class _MetadataOnly:
     """A connection whose Predict answers the converter's metadata signature of each version, and records asks."""
 
