@@ -140,26 +140,20 @@ class ImageInput:
         self._pixels: np.ndarray | None = None
         self._picture: Image.Image | None = None
         self._encoded: tuple[bytes, str] | None = None
-        self.format: str
-        self.mode: str
-        self.stored_size: tuple[int, int]
-        self.orientation: int
         scanned = jpeg_header(data, Image.MAX_IMAGE_PIXELS)  # a plain JPEG's header, read without Pillow
         if scanned is not None:
-            self.format, self._transparent = "JPEG", False
             self.mode, self.stored_size, orientation = scanned
-            _check_shape(*self.stored_size, limits)
-            self.orientation = orientation
+            self.format, self._transparent = "JPEG", False
         else:
             with _decoding():
                 header = Image.open(io.BytesIO(data))
-            self.format = header.format or "?"
-            self.mode = header.mode
-            self.stored_size = header.size
+            self.format, self.mode, self.stored_size = header.format or "?", header.mode, header.size
             self._transparent = "transparency" in header.info
-            _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
+        _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
+        if scanned is None:
             with _decoding():
-                self.orientation = _orientation(header)
+                orientation = _orientation(header)
+        self.orientation = orientation
         width, height = self.stored_size
         # Orientations 5-8 swap the axes: the size the client sees is the upright one.
         self.size = (height, width) if self.orientation in (5, 6, 7, 8) else (width, height)

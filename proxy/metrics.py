@@ -61,33 +61,29 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "OTHER"
 
 
-# Each (route, method, status)'s counter and histogram, looked up once: ``labels()`` takes a lock and builds its key
-# on every call. Bounded as the label values are: the app's routes, KNOWN_METHODS and OTHER, HTTP statuses.
-_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+# Each labelled series, looked up once: ``labels()`` takes a lock and builds its key on every call. Bounded as the
+# label values are: the app's routes, KNOWN_METHODS and OTHER, HTTP statuses, the configured models.
+_SERIES: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _series(metric: Counter | Histogram, *values: str) -> Any:
+    """``metric.labels(*values)``, remembered."""
+    key = (id(metric), values)
+    found = _SERIES.get(key)
+    if found is None:
+        found = _SERIES[key] = metric.labels(*values)
+    return found
 
 
 def count_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count and time one answered request."""
-    series = _REQUEST_SERIES.get((route, method, status))
-    if series is None:
-        label = method_label(method)
-        series = (REQUESTS.labels(route=route, method=label, status=str(status)), REQUEST_SECONDS.labels(route=route))
-        if label == method:  # an invented method's name is not kept as a key
-            _REQUEST_SERIES[(route, method, status)] = series
-    counter, histogram = series
-    counter.inc()
-    histogram.observe(seconds)
-
-
-_BACKEND_SERIES: dict[str, Any] = {}
+    _series(REQUESTS, route, method_label(method), str(status)).inc()
+    _series(REQUEST_SECONDS, route).observe(seconds)
 
 
 def time_backend(model: str, seconds: float) -> None:
-    """Time one model call (each model's histogram looked up once; models are the configured ones)."""
-    series = _BACKEND_SERIES.get(model)
-    if series is None:
-        series = _BACKEND_SERIES[model] = BACKEND_SECONDS.labels(model=model)
-    series.observe(seconds)
+    """Time one model call."""
+    _series(BACKEND_SECONDS, model).observe(seconds)
 
 
 def payload() -> tuple[bytes, str]:

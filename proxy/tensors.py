@@ -156,10 +156,6 @@ def tensor_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
 def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray[Any, np.dtype[Any]]:
     """Decode a TensorProto (tensor_content or typed fields) into a new, writable numpy array."""
     data_type = int(proto.dtype)
-    if data_type == types_pb2.DT_FLOAT and not proto.tensor_content:
-        floats = _floats(proto)
-        if floats is not None:
-            return floats
     dtype = DTYPE_TO_NUMPY.get(data_type)
     if dtype is None:
         raise TensorDecodeError(f"unsupported tensor dtype {dtype_name(data_type)}")
@@ -168,16 +164,6 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray[Any, np
     if proto.tensor_content:
         return _from_content(bytes(proto.tensor_content), data_type, dtype, count).reshape(shape)
     return _from_typed_field(proto, data_type, dtype, count).reshape(shape)
-
-
-def _floats(proto: tensor_pb2.TensorProto) -> np.ndarray[Any, Any] | None:
-    """How TF Serving answers detections: float_val holding every value of a known shape; None otherwise."""
-    shape = proto.tensor_shape
-    dims = [dim.size for dim in shape.dim]
-    values = proto.float_val
-    if shape.unknown_rank or (dims and min(dims) < 0) or not values or len(values) != math.prod(dims):
-        return None
-    return np.array(values, dtype=np.float32).reshape(dims)
 
 
 def _from_content(content: bytes, data_type: int, dtype: np.dtype[Any], count: int) -> np.ndarray[Any, Any]:
