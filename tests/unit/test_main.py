@@ -47,7 +47,9 @@ def frames_dir() -> AbstractContextManager[Path]:
 def test_a_child_unwinding_leaves_the_directory_the_master_removes_it(
     context: Callable[[], AbstractContextManager[Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # Set (empty: "none yet"), not deleted: monkeypatch then restores the environment _metrics_directory writes to,
+    # and no later test in this process inherits a directory that is gone.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
     parent = os.getpid()
     try:
         with context() as directory:
