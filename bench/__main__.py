@@ -241,7 +241,7 @@ def wire_bytes(address: str, model: str, photo: bytes) -> int:
         signature = backend._signature_for(time.monotonic() + 10)
         assert signature.input_type is not None
         image = ImageInput(photo, ImageLimits.from_settings(Settings()))
-        return int(backend._request(signature, image, signature.input_type).ByteSize())
+        return len(backend._request(signature, image, signature.input_type))
     finally:
         connection.close()
 

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import grpc
@@ -46,6 +47,7 @@ from proxy._proto.tensorflow_serving.apis import (
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
 from proxy.backends import CallLimit, LabelMaps, ModelStatus, Prediction, RequestCalls, VersionState, model_input
@@ -54,13 +56,25 @@ from proxy.errors import BackendError, InvalidImage, ProxyError
 from proxy.images import ModelImage
 from proxy.labels import LabelMap
 from proxy.status_codes import DEADLINE_EXCEEDED, UNAVAILABLE, error_for_code
-from proxy.tensors import TensorDecodeError, ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from proxy.tensors import (
+    TensorDecodeError,
+    length_delimited,
+    ndarray_to_tensor_proto,
+    tensor_proto_to_ndarray,
+    tensor_wire,
+)
 
 log = logging.getLogger(__name__)
 
 STATUS_TIMEOUT_S = 2.0
 AVAILABLE = 30  # ModelVersionStatus.State.AVAILABLE
 _REFRESH_ON = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+_PREDICT = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].methods_by_name["Predict"]
+#: The gRPC method Predict is called as: "/tensorflow.serving.PredictionService/Predict".
+PREDICT_METHOD = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
+# PredictRequest's inputs field, and a map entry's key and value fields (predict.proto; protobuf's map encoding).
+_REQUEST_INPUTS = predict_pb2.PredictRequest.DESCRIPTOR.fields_by_name["inputs"].number
+_ENTRY_KEY, _ENTRY_VALUE = 1, 2
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -105,6 +119,13 @@ class ServingConnection:
         self.channel = grpc.insecure_channel(target, options=channel_options())
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.predict = prediction.Predict
+        # Predict for a request serialized already (``ServingBackend._request`` writes it): gRPC sends the bytes.
+        self.predict_serialized = self.channel.unary_unary(
+            PREDICT_METHOD,
+            request_serializer=None,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
+            _registered_method=True,  # as the generated stub registers its methods
+        )
         self.get_metadata = prediction.GetModelMetadata
         self.get_status = model_service_pb2_grpc.ModelServiceStub(self.channel).GetModelStatus
 
@@ -123,6 +144,11 @@ class _Signature:
     rank: int | None
     outputs: tuple[str, ...]
     labels_text: str | None
+
+    @cached_property
+    def output_filter_wire(self) -> bytes:
+        """The serialized output_filter field of this signature's PredictRequests."""
+        return bytes(predict_pb2.PredictRequest(output_filter=self.outputs).SerializeToString())
 
 
 @dataclass(frozen=True)
@@ -153,6 +179,7 @@ class ServingBackend:
         self._calls = calls
         self._labels = labels
         self._timeout_s = request_timeout_s
+        self._model_spec_wire = bytes(predict_pb2.PredictRequest(model_spec=self._model_spec()).SerializeToString())
         self._signature: _Signature | None = None
         self._signature_lock = threading.Lock()
         self._closed = threading.Event()
@@ -233,13 +260,19 @@ class ServingBackend:
 
     # -- Predict -----------------------------------------------------------------------------------------------
 
-    def _request(self, signature: _Signature, image: ModelImage, input_type: InputType) -> Any:
-        request = predict_pb2.PredictRequest(model_spec=self._model_spec())
+    def _request(self, signature: _Signature, image: ModelImage, input_type: InputType) -> bytes:
+        """The serialized PredictRequest for ``image``: the model spec and the output filter as protobuf wrote them
+        (once per backend, once per signature), the input tensor written around the picture's own memory
+        (``tensor_wire``), all joined once - the one copy of the pixels before gRPC's own."""
         value = model_input(image, input_type, signature.rank)
-        ndarray_to_tensor_proto(value, into=request.inputs[signature.input_key])
-        # Ask only for what the answer uses: masks or feature maps can be far larger than the detections.
-        request.output_filter.extend(signature.outputs)
-        return request
+        entry = [
+            *length_delimited(_ENTRY_KEY, [signature.input_key.encode()]),
+            *length_delimited(_ENTRY_VALUE, tensor_wire(value)),
+        ]
+        # The output filter asks only for what the answer uses: masks or feature maps can be far larger.
+        return b"".join(
+            [self._model_spec_wire, *length_delimited(_REQUEST_INPUTS, entry), signature.output_filter_wire]
+        )
 
     def _send(
         self, signature: _Signature, image: ModelImage, deadline: float, slots: RequestCalls, *, blocking: bool = False
@@ -267,7 +300,7 @@ class ServingBackend:
         if blocking:
             return self._call_now(request, remaining, timing, slots), timing
         try:
-            call = self._connection.predict.future(request, timeout=remaining)
+            call = self._connection.predict_serialized.future(request, timeout=remaining)
         except Exception:
             # The call never started (a closed channel raises here): its slot is not the done callback's to free.
             slots.release()
@@ -280,10 +313,10 @@ class ServingBackend:
         call.add_done_callback(finished)
         return call, timing
 
-    def _call_now(self, request: Any, timeout: float, timing: list[float], slots: RequestCalls) -> _Finished:
+    def _call_now(self, request: bytes, timeout: float, timing: list[float], slots: RequestCalls) -> _Finished:
         """Predict in this thread, the call's outcome kept as a finished future's."""
         try:
-            return _Finished(self._connection.predict(request, timeout=timeout), None)
+            return _Finished(self._connection.predict_serialized(request, timeout=timeout), None)
         except grpc.RpcError as exc:
             return _Finished(None, exc)
         finally:

@@ -85,6 +85,80 @@ def test_a_predict_call_that_cannot_start_gives_its_slot_back() -> None:
     calls.release()
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [{}, {"version": 3}, {"version_label": "stable"}, {"signature_name": "detect"}],
+    ids=["latest", "version", "label", "signature"],
+)
+@pytest.mark.parametrize(
+    ("input_type", "rank"),
+    [
+        (InputType.IMAGE_TENSOR, 4),
+        (InputType.FLOAT_IMAGE_TENSOR, 4),
+        (InputType.ENCODED_IMAGE_STRING_TENSOR, 1),
+        (InputType.TF_EXAMPLE, 1),
+        (InputType.TF_EXAMPLE, 0),
+    ],
+)
+def test_the_serialized_request_is_the_message_protobuf_writes(
+    spec: dict[str, Any], input_type: InputType, rank: int
+) -> None:
+    """The PredictRequest the backend writes is, byte for byte, protobuf's serialization of the message built with
+    its API: the model spec (version or label), the one input, the output filter."""
+    from odapi.contract import ANSWER_OUTPUTS
+    from proxy._proto.google.protobuf import wrappers_pb2
+    from proxy._proto.tensorflow_serving.apis import model_pb2, predict_pb2
+    from proxy.backends.serving import ModelSpec, ServingBackend, ServingConnection, _Signature
+    from proxy.tensors import ndarray_to_tensor_proto
+
+    connection = ServingConnection("127.0.0.1:1")  # lazily connected: no socket is opened here
+    connection.close()
+    model = ModelSpec("detector", **spec)
+    backend = ServingBackend(model, connection, calls=CallLimit(1), labels=LabelMaps(None), request_timeout_s=1)
+    signature = _Signature(2, "input_tensor", input_type, rank, ANSWER_OUTPUTS, None)
+    prepared = image()
+    expected = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name="detector", signature_name=model.signature_name),
+        output_filter=ANSWER_OUTPUTS,
+    )
+    if model.version is not None:
+        expected.model_spec.version.CopyFrom(wrappers_pb2.Int64Value(value=model.version))
+    if model.version_label:
+        expected.model_spec.version_label = model.version_label
+    expected.inputs["input_tensor"].CopyFrom(ndarray_to_tensor_proto(model_input(prepared, input_type, rank)))
+    written = backend._request(signature, prepared, input_type)
+    assert predict_pb2.PredictRequest.FromString(written) == expected
+    assert written == expected.SerializeToString()
+
+
+def test_predict_is_called_as_the_generated_stub_calls_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serialized-request call goes to the very method the official stub's Predict calls, its answer read by
+    the same deserializer; only the request's serializer is gone (the bytes are sent as they are)."""
+    import grpc
+
+    from proxy.backends.serving import PREDICT_METHOD, ServingConnection
+
+    class Recording:
+        """A channel that keeps what each multicallable is made with."""
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, dict[str, Any]]] = []
+
+        def unary_unary(self, method: str, **options: Any) -> tuple[str, dict[str, Any]]:
+            self.calls.append((method, options))
+            return method, options
+
+    channel = Recording()
+    monkeypatch.setattr(grpc, "insecure_channel", lambda target, options=None: channel)
+    connection = ServingConnection("127.0.0.1:1")
+    stub_method, stub_options = connection.predict  # type: ignore[misc]
+    method, options = connection.predict_serialized  # type: ignore[misc]
+    assert method == stub_method == PREDICT_METHOD == "/tensorflow.serving.PredictionService/Predict"
+    assert options["request_serializer"] is None and stub_options["request_serializer"] is not None
+    assert options["response_deserializer"] == stub_options["response_deserializer"]
+    assert options["_registered_method"] == stub_options["_registered_method"]
+
+
 def test_errors_keep_headers_of_their_own() -> None:
     """Each error has its own headers: setting one error's never shows on another."""
     first, second = BackendError("a"), BackendError("b")

@@ -14,14 +14,16 @@ from PIL import Image
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
 from tensorflow.core.framework import types_pb2 as tf_types_pb2
 
-from proxy._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+from proxy._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from proxy._proto.tensorflow_serving.apis import predict_pb2
 from proxy.tensors import (
     DTYPE_TO_NUMPY,
     NUMPY_TO_DTYPE,
     TensorDecodeError,
+    _varint,
     ndarray_to_tensor_proto,
     tensor_proto_to_ndarray,
+    tensor_wire,
 )
 
 ROUND_TRIP_DTYPES = [
@@ -317,18 +319,75 @@ def test_padding_rule_matches_tf_make_ndarray(values: list[float], extra: int) -
     _assert_same(tensor_proto_to_ndarray(_ours(official)), tf.make_ndarray(official))
 
 
-def test_a_pictures_pixels_are_sent_from_the_bytes_they_view() -> None:
-    """Pixels numpy wraps from Pillow's bytes go as those very bytes; a view of part of them, or of other bytes in
-    another order, is copied into C order as before."""
+def _protobuf_built(array: np.ndarray[Any, Any]) -> Any:
+    """The oracle: the TensorProto of ``array`` built field by field with protobuf's own message API."""
+    proto = tensor_pb2.TensorProto()
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if array.dtype.kind in "SUO":
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1).tolist())
+        return proto
+    native = array.dtype.newbyteorder("=")
+    proto.dtype = NUMPY_TO_DTYPE[native]
+    proto.tensor_content = np.ascontiguousarray(array, dtype=native.newbyteorder("<")).tobytes()
+    return proto
+
+
+def _joined(array: Any) -> bytes:
+    return b"".join(tensor_wire(array))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.dtype(d) for d in ROUND_TRIP_DTYPES] + [np.dtype(">i4"), np.dtype(">f8")]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5),
+    )
+)
+def test_the_wire_is_what_protobuf_writes_for_any_array(array: np.ndarray[Any, Any]) -> None:
+    """tensor_wire's bytes are protobuf's serialization of the same TensorProto, byte for byte (scalars, empty
+    dims, big-endian arrays included), and TensorFlow reads them back as the array."""
+    assert _joined(array) == _protobuf_built(array).SerializeToString()
+    _assert_same(
+        tf.make_ndarray(tf_tensor_pb2.TensorProto.FromString(_joined(array))),
+        array.astype(array.dtype.newbyteorder("=")),
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=6), st.booleans())
+def test_the_wire_of_strings_is_what_protobuf_writes(values: list[bytes], scalar: bool) -> None:
+    """Bytes arrays (image bytes, tf.Examples, a rank-0 one; empty strings and lengths past one varint byte
+    included) and text arrays serialize as protobuf serializes their string_val."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    if scalar:
+        array = array[:1].reshape(())
+    assert _joined(array) == _protobuf_built(array).SerializeToString()
+    assert _joined(np.array(["é", "b"])) == _protobuf_built(np.array(["é", "b"])).SerializeToString()
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**14, 2**21 - 1, 2**32, 2**63 - 1])
+def test_varints_are_protobufs(value: int) -> None:
+    """The varint of any size (a dim's size is an int64) is the one protobuf writes; a negative one is refused."""
+    written = tensor_shape_pb2.TensorShapeProto.Dim(size=value).SerializeToString()
+    assert _varint(value) == (written[1:] if value else b"\x00")
+    with pytest.raises(ValueError, match="negative"):
+        _varint(-1)
+
+
+def test_a_pictures_pixels_are_sent_from_their_own_memory() -> None:
+    """The tensor_content piece of pixels numpy wraps from Pillow's bytes is a view of that memory (no copy before
+    the request's join); a view of part of them, or in another order, is laid out in C order as protobuf would."""
     picture = Image.new("RGB", (6, 4), (10, 20, 30))
     pixels = np.asarray(picture, dtype=np.uint8)[np.newaxis]
-    proto = ndarray_to_tensor_proto(pixels)
-    assert proto.tensor_content == picture.tobytes()
-    _assert_same(tensor_proto_to_ndarray(proto), pixels)
+    content = tensor_wire(pixels)[-1]
+    assert isinstance(content, memoryview) and np.shares_memory(np.asarray(content), pixels)
+    assert bytes(content) == picture.tobytes()
     for view in (pixels[:, 1:], pixels[:, :, ::-1], pixels.transpose(0, 2, 1, 3)):
+        assert _joined(view) == _protobuf_built(view).SerializeToString()
         _assert_same(tensor_proto_to_ndarray(ndarray_to_tensor_proto(view)), view)
-    words = np.frombuffer(np.arange(6, dtype=">i4").tobytes(), dtype=">i4")  # big-endian bytes: reordered
-    assert ndarray_to_tensor_proto(words).tensor_content == np.arange(6, dtype="<i4").tobytes()
 
 
 def test_a_tensor_filled_into_a_request_is_the_one_encoded_alone() -> None:
