@@ -463,11 +463,22 @@ def _front_vs_gthread(state: RunState) -> None:
 def _large_then_memory(state: RunState) -> None:
     """The large picture against the small one, on the demo model (its own cost barely grows with the picture, so
     the proxy's does show); then the serving-mode proxy's memory, after all that load."""
-    front, pictures = state.processes.front, state.pictures
+    front, pictures, address = state.processes.front, state.pictures, state.processes.stand_in.address
     path = f"{CLASSIFY}&model={stack.DEMO_MODEL}"
     small = Variant(f"{photos.SMALL}, demo model", lambda: image_client(front.port, pictures[photos.SMALL], path), 1)
     large = Variant(f"{photos.LARGE}, demo model", lambda: image_client(front.port, pictures[photos.LARGE], path), 1)
-    state.bench.compare(report.LARGE, [small, large], state.plan.large, 2)
+    from proxy.settings import Settings
+
+    side = Settings().max_image_side  # the default the proxy runs with
+    floors = [
+        Variant(
+            f"{report.LARGE_FLOOR}, {name}",
+            functools.partial(FloorClient, address, pictures[name], stack.DEMO_MODEL, side),
+            1,
+        )
+        for name in (photos.SMALL, photos.LARGE)
+    ]
+    state.bench.compare(report.LARGE, [small, large, *floors], state.plan.large, 2)
     state.memory = stack.gunicorn_memory(_pid(front))
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from proxy._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from proxy._proto.tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+from proxy.images import draft_size, fit_within
 
 # The converted TF1 graph's signature (converter/): input key `inputs`, the detection outputs.
 INPUT_KEY = "inputs"
@@ -179,13 +180,18 @@ def grpc_channel(address: str) -> grpc.Channel:
 
 
 class FloorClient:
-    """Decode the JPEG (Pillow, ``np.asarray``) and call Predict directly, ``tensor_content`` encoding."""
+    """Decode the JPEG (Pillow, ``np.asarray``) and call Predict directly, ``tensor_content`` encoding.
 
-    def __init__(self, address: str, body: bytes, model_name: str) -> None:
+    ``max_side``: decode as the proxy does for a picture larger than that (``MAX_IMAGE_SIDE``): at the JPEG draft
+    scale ``proxy.images.draft_size`` picks, then scaled to fit (bilinear), so the model gets the proxy's pixels.
+    """
+
+    def __init__(self, address: str, body: bytes, model_name: str, max_side: int = 0) -> None:
         self._channel = grpc_channel(address)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
         self._body = body
         self._spec = model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+        self._max_side = max_side
 
     def connect(self) -> None:
         """Wait until the channel is connected, so the first measured call does not pay for it."""
@@ -197,8 +203,14 @@ class FloorClient:
     def predict(self) -> dict[str, np.ndarray]:
         """One image through Predict; the detection outputs as arrays."""
         image: Image.Image = Image.open(io.BytesIO(self._body))
+        draft = draft_size(image.size, self._max_side)
+        if draft is not None:
+            image.draft(image.mode, draft)
         if image.mode != "RGB":
             image = image.convert("RGB")
+        fitted = fit_within(image.size, self._max_side)
+        if fitted != image.size:
+            image = image.resize(fitted, Image.Resampling.BILINEAR)
         pixels = np.asarray(image)
         tensor = tensor_pb2.TensorProto(
             dtype=types_pb2.DT_UINT8,

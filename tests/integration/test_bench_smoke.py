@@ -64,6 +64,8 @@ ROWS = [
     ("5. front vs gthread, 640x480, 8 clients", r"python -m proxy \(the front\)", 8),
     ("4000x3000 against 640x480, demo model, serving, 1 client", "640x480, demo model", 1),
     ("4000x3000 against 640x480, demo model, serving, 1 client", "4000x3000, demo model", 1),
+    ("4000x3000 against 640x480, demo model, serving, 1 client", r"direct Predict \(floor\), 640x480", 1),
+    ("4000x3000 against 640x480, demo model, serving, 1 client", r"direct Predict \(floor\), 4000x3000", 1),
     ("8. camera, 4000x3000 frame of small objects, serving, 1 client", "whole frame", 1),
     ("8. camera, 4000x3000 frame of small objects, serving, 1 client", "tile=640", 1),
     ("8. Blue Iris's pair, 640x480, serving, 1 camera", "frame cache off", 1),
@@ -163,6 +165,12 @@ def test_quick_run_writes_every_section_every_target_and_the_chart(tmp_path: Pat
             rf"^- {mode}: still held at the end of the last round: (\d+) of (\d+) ", markdown, re.MULTILINE
         )
         assert held, f"no slow connections line for {mode}"
+    large = re.search(
+        r"^p50 4000x3000 / 640x480 \(median over rounds\): the proxy ([\d.]+)x, its floor ([\d.]+)x;",
+        markdown,
+        re.MULTILINE,
+    )
+    assert large and float(large.group(2)) > 1, "no floor ratio for the large pictures"
     answers = re.findall(r"^\| (?:direct Predict|proxy)[^|]*\| `([^`]*)` \|$", markdown, re.MULTILINE)
     assert len(answers) == 4
     assert not any(answer.startswith("failed") for answer in answers), answers
