@@ -520,6 +520,42 @@ def test_a_stop_while_the_app_reads_a_spooled_body_leaves_it_to_the_app(caplog: 
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
 
 
+def test_a_request_still_queued_when_the_pool_stops_gives_its_body_back() -> None:
+    """A quick stop cancels what waits for one of the app's threads: its connection is aborted and its body's share
+    of the budget comes back (the cancelled request is handed back to the loop like an answered one); the requests
+    the threads were running still finish."""
+    started = threading.Barrier(3)  # both threads of the pool, and the test
+    go_on = threading.Event()
+    answered: list[bytes] = []
+
+    def busy(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = environ["wsgi.input"].read()
+        if body == b"busy":
+            started.wait(5)
+            go_on.wait(5)
+        answered.append(body)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    async def body() -> None:
+        front = Front(app=busy)
+        running = [front.connect() for _ in range(2)]
+        for connection, _ in running:
+            connection.data_received(post(b"busy"))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        queued, transport = front.connect()
+        queued.data_received(post(b"queued" * 100))
+        assert queued.state is State.DISPATCHED and front.server.budget.used == 2 * 4 + 600
+        await front.server.shutdown(0.0)
+        await settle(lambda: transport.closing and front.server.budget.used == 2 * 4)
+        assert queued.state is State.CLOSED
+        go_on.set()
+        await settle(lambda: len(answered) == 2 and front.server.budget.used == 0)
+        assert answered == [b"busy", b"busy"]
+
+    run(body)
+
+
 def test_a_stopping_server_leaves_a_new_connection_its_first_request() -> None:
     """On a graceful stop an idle keep-alive connection is closed at once, but one just accepted that has sent
     nothing yet gets FIRST_REQUEST_GRACE_S to send its first request, which is answered with Connection: close;
