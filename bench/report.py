@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import fnmatch
 import importlib.metadata
 import math
 import os
@@ -448,6 +449,13 @@ def own_cpu_s() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
+def _written(path: str) -> bool:
+    """Whether ``path`` (from the checkout's root) is one of the files a run writes into ``bench/`` by default: its
+    results and the pictures it sends, which a previous run leaves changed."""
+    folder, _, name = path.rpartition("/")
+    return folder == "bench" and (name in ("results.md", "results.png") or fnmatch.fnmatch(name, "image-*.jpg"))
+
+
 def code_version() -> str:
     """The commit measured, and which of the measured packages had uncommitted changes (read-only git commands)."""
     root = Path(__file__).resolve().parents[1]
@@ -461,7 +469,7 @@ def code_version() -> str:
         ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    changed = sorted({line[3:].split("/", 1)[0] + "/" for line in dirty if len(line) > 3})
+    changed = sorted({line[3:].split("/", 1)[0] + "/" for line in dirty if len(line) > 3 and not _written(line[3:])})
     return head + (f" with uncommitted changes in {', '.join(changed)}" if changed else "")
 
 

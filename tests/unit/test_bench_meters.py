@@ -1,4 +1,5 @@
-"""The bench's CPU meters: what a round used, read from ``/proc``, and its sinks' arithmetic."""
+"""The bench's CPU meters: what a round used, read from ``/proc``, and its sinks' arithmetic; and what marks the
+code measured as changed."""
 
 from __future__ import annotations
 
@@ -45,3 +46,12 @@ def test_summed_adds_rounds_and_per_request_divides_by_every_request_sent() -> N
     assert per == [pytest.approx(5.0)]
     _per_request(per)(0.02, Measurement("s", "v", 1))
     assert per[1] != per[1]  # NaN
+
+
+def test_a_runs_own_outputs_do_not_mark_the_code_changed() -> None:
+    """What a run writes into bench/ (results, the pictures it sends) is not a change to the code it measures;
+    anything else in bench/, or those names elsewhere, is."""
+    from bench.report import _written
+
+    assert all(_written(p) for p in ("bench/results.md", "bench/results.png", "bench/image-4000x3000.jpg"))
+    assert not any(_written(p) for p in ("bench/report.py", "bench/results.py", "proxy/results.md", "results.md"))
