@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -80,22 +81,24 @@ def test_keep_alive_connections_land_on_every_worker(two_workers: HttpServer) ->
             client.close()
 
 
+def fresh(server: HttpServer) -> int:
+    """One request on a new connection; its status."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    try:
+        return ask(connection)
+    finally:
+        connection.close()
+
+
 def test_a_worker_restarting_loses_no_connection(two_workers: HttpServer) -> None:
     """While one worker stops (SIGTERM) and the master starts another, every new connection is answered: nothing
     waits on a socket of the stopping worker's own; then both workers answer, the new one included."""
     assert two_workers.process is not None
     victim = children(two_workers.process.pid)[0]
 
-    def one() -> int:
-        connection = http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=20)
-        try:
-            return ask(connection)
-        finally:
-            connection.close()
-
     with ThreadPoolExecutor(8) as pool:
         os.kill(victim, signal.SIGTERM)
-        statuses = list(pool.map(lambda _: one(), range(60)))
+        statuses = list(pool.map(lambda _: fresh(two_workers), range(60)))
     assert statuses == [200] * 60, two_workers.log_text()[-3000:]
     deadline = time.monotonic() + 20
     while len(children(two_workers.process.pid)) < 2 or victim in children(two_workers.process.pid):
@@ -104,3 +107,43 @@ def test_a_worker_restarting_loses_no_connection(two_workers: HttpServer) -> Non
     # The new worker answers too: it opens its own metrics files in the directory the master made, which the
     # stopping worker must not have taken with it.
     assert victim not in serving_workers(two_workers, 2)
+
+
+def test_a_reload_loses_no_connection_and_the_new_workers_share_them(two_workers: HttpServer) -> None:
+    """SIGHUP, gunicorn's reload (the master makes the connection table anew, starts new workers and stops the old
+    ones gracefully), while clients keep connecting: every request is answered, and the new workers then hold
+    keep-alive connections evenly, as the old ones did."""
+    assert two_workers.process is not None
+    master = two_workers.process.pid
+    old = serving_workers(two_workers, 2)
+    reloaded = threading.Event()
+
+    def keep_asking() -> list[int]:
+        statuses = []
+        while not reloaded.is_set():
+            statuses.append(fresh(two_workers))
+        return statuses
+
+    with ThreadPoolExecutor(4) as pool:
+        askers = [pool.submit(keep_asking) for _ in range(4)]
+        os.kill(master, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while set(children(master)) & set(old) or len(children(master)) < 2:
+            assert time.monotonic() < deadline, "the old workers did not give way to new ones"
+            time.sleep(0.05)  # polling interval
+        new = serving_workers(two_workers, 2)
+        reloaded.set()
+        statuses = [status for asker in askers for status in asker.result()]
+    assert not set(new) & set(old)
+    assert len(statuses) > 20 and set(statuses) == {200}, two_workers.log_text()[-3000:]
+    idle(two_workers, new)
+    clients = [http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=10) for _ in range(8)]
+    try:
+        for client in clients:
+            assert ask(client) == 200
+        ours = {client.sock.getsockname()[1] for client in clients}
+        held = [len(established(pid, two_workers.port) & ours) for pid in new]
+        assert sum(held) == 8 and max(held) - min(held) <= 1, held
+    finally:
+        for client in clients:
+            client.close()
