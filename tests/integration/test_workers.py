@@ -62,23 +62,28 @@ def idle(server: HttpServer, workers: list[int]) -> None:
         time.sleep(0.01)  # polling interval
 
 
-def test_keep_alive_connections_land_on_every_worker(two_workers: HttpServer) -> None:
-    """Eight keep-alive clients connecting one after the other are spread evenly over the two workers: no worker
-    holds more than the other's count plus one."""
-    workers = serving_workers(two_workers, 2)
-    idle(two_workers, workers)
-    clients = [http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=10) for _ in range(8)]
+def assert_spread(server: HttpServer, workers: list[int]) -> None:
+    """From no connection at all, eight keep-alive clients connect one after the other: each worker then holds at
+    most one more than the other, and every connection keeps being served."""
+    idle(server, workers)
+    clients = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(8)]
     try:
         for client in clients:
             assert ask(client) == 200
         ours = {client.sock.getsockname()[1] for client in clients}
-        held = [len(established(pid, two_workers.port) & ours) for pid in workers]
+        held = [len(established(pid, server.port) & ours) for pid in workers]
         assert sum(held) == 8 and max(held) - min(held) <= 1, held
         for client in clients:  # each connection keeps being served by its worker
             assert ask(client) == 200
     finally:
         for client in clients:
             client.close()
+
+
+def test_keep_alive_connections_land_on_every_worker(two_workers: HttpServer) -> None:
+    """Eight keep-alive clients connecting one after the other are spread evenly over the two workers: no worker
+    holds more than the other's count plus one."""
+    assert_spread(two_workers, serving_workers(two_workers, 2))
 
 
 def fresh(server: HttpServer) -> int:
@@ -136,14 +141,4 @@ def test_a_reload_loses_no_connection_and_the_new_workers_share_them(two_workers
         statuses = [status for asker in askers for status in asker.result()]
     assert not set(new) & set(old)
     assert len(statuses) > 20 and set(statuses) == {200}, two_workers.log_text()[-3000:]
-    idle(two_workers, new)
-    clients = [http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=10) for _ in range(8)]
-    try:
-        for client in clients:
-            assert ask(client) == 200
-        ours = {client.sock.getsockname()[1] for client in clients}
-        held = [len(established(pid, two_workers.port) & ours) for pid in new]
-        assert sum(held) == 8 and max(held) - min(held) <= 1, held
-    finally:
-        for client in clients:
-            client.close()
+    assert_spread(two_workers, new)
