@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from proxy._proto.tensorflow.core.framework import tensor_pb2, types_pb2
+from proxy._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 
 class TensorDecodeError(ValueError):
@@ -107,9 +107,9 @@ def tensor_wire(arr: npt.ArrayLike) -> list[Piece]:
     message.
 
     Why not protobuf: a message copies a picture's pixels in when they are assigned, and again when it is serialized;
-    written here, the pixels are a view of the array's own memory (none when they need reordering) and are copied
-    once, by the join that makes the request (a 4000x3000 JPEG's 1000x750 pixels are 2.25 MB). The tests hold this
-    to protobuf's own serialization and to TensorFlow's decoding.
+    written here, the pixels are a view of the array's own memory (copied first only when they need reordering) and
+    are copied once, by the join that makes the request (a 4000x3000 JPEG's 1000x750 pixels are 2.25 MB). The tests
+    hold this to protobuf's own serialization and to TensorFlow's decoding.
     """
     array = np.asarray(arr)
     if array.dtype.kind in "SUO":
@@ -129,9 +129,12 @@ def tensor_wire(arr: npt.ArrayLike) -> list[Piece]:
     return [*header, *_shape_wire(array.shape), *values]
 
 
-# TensorProto's and TensorShapeProto's field numbers (tensor.proto, tensor_shape.proto).
-_TENSOR_DTYPE, _TENSOR_SHAPE, _TENSOR_CONTENT, _TENSOR_STRING_VAL = 1, 2, 4, 8
-_SHAPE_DIM, _DIM_SIZE = 2, 1
+# The field numbers of TensorProto, TensorShapeProto and its Dim (tensor.proto, tensor_shape.proto).
+_TENSOR_FIELDS = tensor_pb2.TensorProto.DESCRIPTOR.fields_by_name
+_TENSOR_DTYPE, _TENSOR_SHAPE = _TENSOR_FIELDS["dtype"].number, _TENSOR_FIELDS["tensor_shape"].number
+_TENSOR_CONTENT, _TENSOR_STRING_VAL = _TENSOR_FIELDS["tensor_content"].number, _TENSOR_FIELDS["string_val"].number
+_SHAPE_DIM = tensor_shape_pb2.TensorShapeProto.DESCRIPTOR.fields_by_name["dim"].number
+_DIM_SIZE = tensor_shape_pb2.TensorShapeProto.Dim.DESCRIPTOR.fields_by_name["size"].number
 # Wire types (protobuf's encoding): a varint, or a length-delimited run of bytes.
 _VARINT, _LEN = 0, 2
 
