@@ -359,13 +359,19 @@ def test_the_wire_is_what_protobuf_writes_for_any_array(array: np.ndarray[Any, A
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=6), st.booleans())
 def test_the_wire_of_strings_is_what_protobuf_writes(values: list[bytes], scalar: bool) -> None:
     """Bytes arrays (image bytes, tf.Examples, a rank-0 one; empty strings and lengths past one varint byte
-    included) and text arrays serialize as protobuf serializes their string_val."""
+    included) serialize as protobuf serializes their string_val."""
     array = np.empty(len(values), dtype=object)
     array[:] = values
     if scalar:
         array = array[:1].reshape(())
     assert _joined(array) == _protobuf_built(array).SerializeToString()
-    assert _joined(np.array(["é", "b"])) == _protobuf_built(np.array(["é", "b"])).SerializeToString()
+
+
+def test_the_wire_of_text_is_its_utf8() -> None:
+    """A str array goes as the UTF-8 of each element, as protobuf writes it."""
+    text = np.array([["é", "b"]])
+    assert _joined(text) == _protobuf_built(text).SerializeToString()
+    assert "é".encode() in _joined(text)
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**14, 2**21 - 1, 2**32, 2**63 - 1])
