@@ -118,8 +118,7 @@ class ServingConnection:
         self.target = target
         self.channel = grpc.insecure_channel(target, options=channel_options())
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.predict = prediction.Predict
-        # Predict for a request serialized already (``ServingBackend._request`` writes it): gRPC sends the bytes.
+        # Predict takes its request serialized already (``ServingBackend._request`` writes it): gRPC sends the bytes.
         self.predict_serialized = self.channel.unary_unary(
             PREDICT_METHOD,
             request_serializer=None,
@@ -437,7 +436,9 @@ class ServingBackend:
         request = predict_pb2.PredictRequest(model_spec=self._model_spec(signature=METADATA_SIGNATURE))
         request.model_spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))  # clears a version label
         request.inputs[METADATA_REQUEST].CopyFrom(ndarray_to_tensor_proto(np.array([b""], dtype=object)))
-        response = self._call(self._connection.predict, request, deadline, "Predict (metadata)")
+        response = self._call(
+            self._connection.predict_serialized, request.SerializeToString(), deadline, "Predict (metadata)"
+        )
         try:
             return {
                 key: _first_string(tensor_proto_to_ndarray(tensor)) or ""

@@ -136,6 +136,7 @@ def test_predict_is_called_as_the_generated_stub_calls_it(monkeypatch: pytest.Mo
     the same deserializer; only the request's serializer is gone (the bytes are sent as they are)."""
     import grpc
 
+    from proxy._proto.tensorflow_serving.apis import prediction_service_pb2_grpc
     from proxy.backends.serving import PREDICT_METHOD, ServingConnection
 
     class Recording:
@@ -151,7 +152,7 @@ def test_predict_is_called_as_the_generated_stub_calls_it(monkeypatch: pytest.Mo
     channel = Recording()
     monkeypatch.setattr(grpc, "insecure_channel", lambda target, options=None: channel)
     connection = ServingConnection("127.0.0.1:1")
-    stub_method, stub_options = connection.predict  # type: ignore[misc]
+    stub_method, stub_options = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
     method, options = connection.predict_serialized  # type: ignore[misc]
     assert method == stub_method == PREDICT_METHOD == "/tensorflow.serving.PredictionService/Predict"
     assert options["request_serializer"] is None and stub_options["request_serializer"] is not None
@@ -206,11 +207,12 @@ class _MetadataOnly:
         self.label_maps = label_maps
         self.asked: list[int] = []
 
-    def predict(self, request: Any, timeout: float) -> Any:
+    def predict_serialized(self, serialized: bytes, timeout: float) -> Any:
         from odapi.contract import METADATA_LABEL_MAP, METADATA_SIGNATURE
         from proxy._proto.tensorflow_serving.apis import predict_pb2
         from proxy.tensors import ndarray_to_tensor_proto
 
+        request = predict_pb2.PredictRequest.FromString(serialized)  # as the server reads what gRPC sends
         assert request.model_spec.signature_name == METADATA_SIGNATURE
         version = request.model_spec.version.value
         self.asked.append(version)
