@@ -141,6 +141,7 @@ class ImageInput:
         self._picture: Image.Image | None = None
         self._encoded: tuple[bytes, str] | None = None
         scanned = jpeg_header(data, Image.MAX_IMAGE_PIXELS)  # a plain JPEG's header, read without Pillow
+        orientation: object
         if scanned is not None:
             self.mode, self.stored_size, orientation = scanned
             self.format, self._transparent = "JPEG", False
@@ -153,7 +154,7 @@ class ImageInput:
         if scanned is None:
             with _decoding():
                 orientation = _orientation(header)
-        self.orientation = orientation
+        self.orientation = upright_turn(orientation)
         width, height = self.stored_size
         # Orientations 5-8 swap the axes: the size the client sees is the upright one.
         self.size = (height, width) if self.orientation in (5, 6, 7, 8) else (width, height)
@@ -297,12 +298,28 @@ def _decoding() -> Iterator[None]:
         raise InvalidImage(f"cannot decode image: {_reason(exc)}") from None
 
 
-def _orientation(header: Image.Image) -> int:
-    """The EXIF orientation read from the header alone. A PNG's EXIF may follow its pixels, and Pillow decodes the
-    whole picture to find it, so a PNG counts only EXIF already read with the header (1, upright, otherwise)."""
-    if header.format == "PNG" and "exif" not in header.info:
+def _orientation(header: Image.Image) -> object:
+    """The EXIF orientation read from the header alone, as stored (``upright_turn`` says what it does). A PNG's EXIF
+    may follow its pixels, and Pillow decodes the whole picture to find it, so a PNG counts only EXIF already read
+    with the header (upright otherwise). A TIFF is Pillow's to turn: it reports the upright size and turns the
+    pixels as it loads them."""
+    if header.format == "TIFF" or (header.format == "PNG" and "exif" not in header.info):
         return 1
-    return int(header.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    return header.getexif().get(ExifTags.Base.Orientation, 1)
+
+
+# The EXIF orientations that turn or flip a picture, looked up as ``ImageOps.exif_transpose`` looks them up.
+_TURNS: dict[object, int] = {value: value for value in range(2, 9)}
+
+
+def upright_turn(orientation: object) -> int:
+    """The orientation (2-8) Pillow turns a picture by for a stored EXIF value, or 1: by equality, as
+    ``ImageOps.exif_transpose`` reads it, so a FLOAT 6.0 turns and a 9, an ASCII "6", an infinity or a pair of
+    values does not (the client's odd tag is ignored, as Pillow ignores it, never a failed request)."""
+    try:
+        return _TURNS.get(orientation, 1)
+    except TypeError:  # unhashable
+        return 1
 
 
 def _check_shape(width: int, height: int, limits: ImageLimits) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from proxy.errors import InvalidImage, PayloadTooLarge
 from proxy.images import DecodeBudget, ImageInput, ImageLimits
@@ -281,3 +282,68 @@ def test_budget_waits_then_refuses_with_503() -> None:
         prepared.pixels()
     assert prepared.pixels().shape == (300, 300, 3)  # once released, it decodes
     assert budget.used_bytes == 0
+
+
+def exif_entry(kind: int, count: int, value: bytes) -> bytes:
+    """An EXIF segment's bytes whose one entry is the orientation, stored as TIFF type ``kind`` (its 4 value bytes
+    in line, or an offset to ``value`` after the directory)."""
+    inline = len(value) <= 4
+    field = value.ljust(4, b"\0") if inline else struct.pack("<L", 26)
+    directory = struct.pack("<LH", 8, 1) + struct.pack("<HHL", 0x0112, kind, count) + field + struct.pack("<L", 0)
+    return b"Exif\0\0II*\0" + directory + (b"" if inline else value)
+
+
+# Orientations as a client may store them: what Pillow turns for (by equality, as exif_transpose looks it up) and
+# what it ignores.
+ODD_ORIENTATIONS = {
+    "float-6": exif_entry(11, 1, struct.pack("<f", 6.0)),
+    "float-inf": exif_entry(11, 1, struct.pack("<f", float("inf"))),
+    "float-nan": exif_entry(11, 1, struct.pack("<f", float("nan"))),
+    "double-inf": exif_entry(12, 1, struct.pack("<d", float("inf"))),
+    "ascii": exif_entry(2, 4, b"abc\0"),
+    "rational-8": exif_entry(5, 1, struct.pack("<LL", 16, 2)),
+    "long-3": exif_entry(4, 1, struct.pack("<L", 3)),
+    "two-shorts": exif_entry(3, 2, struct.pack("<HH", 6, 6)),
+    "short-9": exif_entry(3, 1, struct.pack("<H", 9)),
+    "short-0": exif_entry(3, 1, struct.pack("<H", 0)),
+}
+
+
+def pillows_upright(data: bytes) -> np.ndarray:
+    """The oracle: the picture as Pillow turns it upright (ImageOps.exif_transpose), in RGB."""
+    return np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+
+
+STORED = Image.fromarray(np.random.default_rng(5).integers(0, 256, size=(20, 40, 3), dtype=np.uint8))
+
+
+@pytest.mark.filterwarnings("ignore:Metadata Warning")  # the oracle's: Pillow warns of the two values it skips
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("name", sorted(ODD_ORIENTATIONS))
+def test_odd_orientation_tags_are_read_as_pillow_reads_them(fmt: str, name: str) -> None:
+    """An orientation stored as a float, a rational, text, two values or out of range is applied when Pillow applies
+    it and ignored when Pillow ignores it: never a failed request (a FLOAT infinity was a 500)."""
+    data = save(STORED, fmt, exif=ODD_ORIENTATIONS[name], **({"lossless": True} if fmt == "WEBP" else {}))
+    image = ImageInput(data, ImageLimits.from_settings(Settings(max_image_side=0)))
+    expected = pillows_upright(data)
+    assert image.size == (expected.shape[1], expected.shape[0])
+    np.testing.assert_array_equal(image.pixels(), expected)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("orientation", range(10))
+def test_every_orientation_of_every_format_is_pillows(fmt: str, orientation: int) -> None:
+    """The upright size and pixels are Pillow's for each stored orientation, in each format that carries one. A
+    TIFF is turned by Pillow itself as it loads (its size already upright): turned once, not twice."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    options: dict[str, object] = {"tiffinfo": {0x0112: orientation}} if fmt == "TIFF" else {"exif": exif}
+    if fmt in ("JPEG", "WEBP"):
+        options.update(quality=95) if fmt == "JPEG" else options.update(lossless=True)
+    data = save(STORED, fmt, **options)
+    image = ImageInput(data, ImageLimits.from_settings(Settings(max_image_side=0)))
+    expected = pillows_upright(data)
+    assert image.size == (expected.shape[1], expected.shape[0])
+    np.testing.assert_array_equal(image.pixels(), expected)
+    turned = orientation in (5, 6, 7, 8)
+    assert image.size == ((20, 40) if turned else (40, 20))
