@@ -5,7 +5,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import logging
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -96,6 +98,42 @@ def _tune_malloc(_server: Any, _worker: Any) -> None:
         pass
 
 
+# Descriptors a worker needs beyond one per connection: its listening socket, the gRPC channel, TensorFlow's files,
+# the frame cache and metrics files, and request bodies spooled to disk.
+_SPARE_DESCRIPTORS = 256
+# What the soft limit is raised to when the hard one is unlimited (Linux's default nr_open; more is refused).
+_MOST_DESCRIPTORS = 1 << 20
+
+
+def raise_open_files_limit(max_connections: int) -> int:
+    """Raise the soft limit on open files to the hard one, for this process and the workers it forks, and return
+    it; warn when it is still short of ``max_connections`` plus spare.
+
+    Many systems start a process with a soft limit of 1,024, under the 1,000 connections a worker holds by default
+    (MAX_CONNECTIONS): past it, accepting fails and new connections wait in the kernel's queue instead of getting the
+    front's 503. The hard limit is the administrator's bound; the soft one is the program's to raise (as Go's
+    runtime does for every program).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _MOST_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    needed = max_connections + _SPARE_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logging.getLogger("proxy").warning(
+            "the open-files limit is %d (ulimit -n), under MAX_CONNECTIONS=%d plus %d spare: past it, new connections "
+            "wait unanswered; raise the limit or lower MAX_CONNECTIONS",
+            soft,
+            max_connections,
+            _SPARE_DESCRIPTORS,
+        )
+    return soft
+
+
 def _worker_exited(_server: Any, worker: Any) -> None:
     """Free a dead worker's row of the connection table, and let Prometheus' multiprocess collector drop its live
     series."""
@@ -161,6 +199,7 @@ def main() -> int:
         from proxy.observability import configure_logging
 
         configure_logging(settings.log_format, settings.log_level)
+        raise_open_files_limit(settings.front.max_connections)
         with _frame_cache_directory(settings) as shared:
             _Server(shared).run()
     return 0

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_S = 0.25  # how often timeouts are checked: they fire within this much of their bound
 ACCEPT_BATCH = 16  # connections taken off the socket per wake-up, at most (then the loop serves the others)
+# Out of file descriptors (or buffers): the worker stops accepting this long, then tries again. The socket stays
+# readable meanwhile, so watching it would only spin the loop.
+ACCEPT_RETRY_S = 0.5
 # A stopping worker leaves a connection it accepted but that has sent nothing yet this long for its first request
 # (answered with Connection: close): the client is sending it, and would not retry it on a fresh connection.
 FIRST_REQUEST_GRACE_S = 1.0
@@ -61,6 +64,7 @@ class FrontServer:
         self._sockets: list[socket.socket] = []
         self._watching = False
         self._backing_off = False  # declined a connection a moment ago: looks again RECHECK_S later
+        self._starved = False  # accepting failed (out of descriptors): warned once, until an accept succeeds
         self._starting: set[asyncio.Task[None]] = set()
         self._pending = 0  # accepted, not yet a connection of ``state``
 
@@ -108,13 +112,13 @@ class FrontServer:
                 loop.remove_reader(sock.fileno())
         self._watching = on
 
-    def _decline(self) -> None:
-        """Leave what is queued to a sibling that holds fewer, and look again ``RECHECK_S`` later (only then: with
-        no connection arriving, nothing polls)."""
+    def _back_off(self, seconds: float) -> None:
+        """Stop watching the sockets and look again ``seconds`` later (only then: with no connection arriving,
+        nothing polls). What is queued meanwhile stays on the shared socket, for a sibling or for later."""
         self._watch(False)
         if not self._backing_off:
             self._backing_off = True
-            asyncio.get_running_loop().call_later(RECHECK_S, self._resume)
+            asyncio.get_running_loop().call_later(seconds, self._resume)
 
     def _resume(self) -> None:
         self._backing_off = False
@@ -125,7 +129,7 @@ class FrontServer:
         loop = asyncio.get_running_loop()
         for _ in range(ACCEPT_BATCH):
             if self.share is not None and not self.share.may_accept(self.held):
-                self._decline()  # a sibling that holds fewer takes what comes; this one looks again soon
+                self._back_off(RECHECK_S)  # a sibling that holds fewer takes what comes; this one looks again soon
                 return
             try:
                 conn, _ = sock.accept()
@@ -133,9 +137,15 @@ class FrontServer:
                 return  # a sibling took it, or nothing is left
             except ConnectionAbortedError:
                 continue
-            except OSError as exc:  # out of file descriptors or buffers: leave it queued for a sibling
-                log.warning("cannot accept a connection: %s", exc)
+            except OSError as exc:  # out of file descriptors or buffers: leave it queued for a sibling, or later
+                if not self._starved:
+                    self._starved = True
+                    log.warning("cannot accept connections: %s; trying again every %g s", exc, ACCEPT_RETRY_S)
+                self._back_off(ACCEPT_RETRY_S)
                 return
+            if self._starved:
+                self._starved = False
+                log.info("accepting connections again")
             conn.setblocking(False)
             self._pending += 1
             task = loop.create_task(self._serve(conn))

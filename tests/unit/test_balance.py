@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from proxy.front import server as server_module
 from proxy.front.balance import RECHECK_S, STALE_S, Peers, fair_to_accept
 from proxy.front.server import FrontServer
 from proxy.front.state import FrontApp, PlainHooks
@@ -87,10 +90,12 @@ def test_leaving_stops_a_worker_being_counted() -> None:
 
 
 @contextlib.asynccontextmanager
-async def listening(server: FrontServer) -> AsyncIterator[tuple[socket.socket, list[socket.socket]]]:
-    """A listening socket on 127.0.0.1 and a list for the test's client sockets; on the way out the clients are
-    closed, the server shut down and the listener closed."""
-    listener = socket.socket()
+async def listening(
+    server: FrontServer, listener: socket.socket | None = None
+) -> AsyncIterator[tuple[socket.socket, list[socket.socket]]]:
+    """A listening socket on 127.0.0.1 (``listener``, or a new one) and a list for the test's client sockets; on the
+    way out the clients are closed, the server shut down and the listener closed."""
+    listener = listener or socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     clients: list[socket.socket] = []
@@ -196,3 +201,47 @@ def test_a_connection_that_fails_to_set_up_stops_counting_once(protocol_made: bo
             assert server.held == 0 and not server.connections
 
     asyncio.run(body())
+
+
+class _Listener(socket.socket):
+    """A listening socket whose ``accept`` fails as a process out of file descriptors does, while ``starved``."""
+
+    starved = True
+    attempts = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        self.attempts += 1
+        if self.starved:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+def test_out_of_file_descriptors_the_server_backs_off_warns_once_and_accepts_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """accept() failing with EMFILE leaves the connection queued: the server stops watching the socket (which
+    stays readable) for ACCEPT_RETRY_S instead of spinning on it and logging each try, warns once for the spell,
+    and takes the queued connection once descriptors are free again."""
+    monkeypatch.setattr(server_module, "ACCEPT_RETRY_S", 0.05)
+
+    async def body() -> None:
+        served = FrontApp(echo_app, Settings().front, PlainHooks(), 60.0, close=lambda: None)
+        server = FrontServer(served, threads=1)
+        listener = _Listener()
+        async with listening(server, listener) as (_, clients):
+            await server.listen([listener])
+            clients.append(socket.create_connection(listener.getsockname()))
+            await asyncio.sleep(0.3)  # six retry periods
+            assert 2 <= listener.attempts <= 10  # spinning on a readable socket tried thousands of times
+            assert not server.connections
+            listener.starved = False
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while not server.connections and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
+            assert len(server.connections) == 1
+
+    with caplog.at_level(logging.INFO, logger="proxy.front.server"):
+        asyncio.run(body())
+    messages = [record.getMessage() for record in caplog.records if record.name == "proxy.front.server"]
+    assert sum("cannot accept connections" in message for message in messages) == 1
+    assert "accepting connections again" in messages[-1]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -65,3 +67,22 @@ def test_a_child_unwinding_leaves_the_directory_the_master_removes_it(
             os._exit(0)  # the child, unwound: it must never return into pytest
         raise
     assert not directory.exists()  # the master removes it
+
+
+@pytest.mark.parametrize(("hard", "warned"), [(4096, False), (512, True)])
+def test_the_open_files_limit_is_raised_to_the_hard_one_and_a_short_one_is_named(hard: int, warned: bool) -> None:
+    """A process started with a soft limit of 160 open files (under MAX_CONNECTIONS) raises it to the hard limit
+    for itself and its workers; a hard limit still short of MAX_CONNECTIONS plus spare is a warning naming both."""
+    script = (
+        "import resource; from proxy.__main__ import raise_open_files_limit; "
+        "print(raise_open_files_limit(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    done = subprocess.run(
+        ["sh", "-c", f'ulimit -S -n 160 && ulimit -H -n {hard} && exec "$0" -c "$1"', sys.executable, script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == [str(hard), str(hard)]
+    assert ("the open-files limit is 512 (ulimit -n), under MAX_CONNECTIONS=1000" in done.stderr) is warned
