@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,8 +57,18 @@ _DECODE_ERRORS = (
 # Pillow modes TensorFlow's decode_image reads as they are from a JPEG or PNG (channels=3 turns grey into RGB).
 _TF_READS = {"JPEG": frozenset({"RGB", "L"}), "PNG": frozenset({"RGB", "L"})}
 # Upper bound on decoding's working memory per decoded pixel: the decoded pixel (at most 4 bytes in any mode
-# the decoder produces for these sizes) plus its RGB conversion.
-DECODE_BYTES_PER_PIXEL = 7
+# the decoder produces) plus its RGB conversion (4: Pillow keeps RGB as 4 bytes a pixel). The conversions that need
+# more (alpha, wide grayscale) work a band of rows at a time (``to_rgb``), within ``BAND_BYTES_PER_PIXEL`` more for
+# each pixel of the band.
+DECODE_BYTES_PER_PIXEL = 8
+# The picture fitted to max_side: Pillow's resized copy (4 bytes a pixel) and numpy's array of it (3).
+FITTED_BYTES_PER_PIXEL = 7
+# The decoder's own buffers and the allocator's rounding, for each decode.
+DECODE_SLACK_BYTES = 4 * 2**20
+# Pixels a banded conversion works on at a time, and the most it holds for each beyond the picture and its RGB
+# result (a band's crop, its RGBA form, the white background, the composite and its RGB: 4 bytes each, and slack).
+BAND_PIXELS = 1 << 18
+BAND_BYTES_PER_PIXEL = 24
 # A JPEG may decode this much below max_side when that lets it use a cheaper DCT scale: a 4000x3000 photo
 # decodes at 1/4 (1000x750, a few ms) instead of at 1/2 (2000x1500) followed by a resize to 1024x768.
 DRAFT_SLACK = 0.9
@@ -143,13 +153,14 @@ class ImageInput:
         scanned = jpeg_header(data, Image.MAX_IMAGE_PIXELS)  # a plain JPEG's header, read without Pillow
         orientation: object
         if scanned is not None:
-            self.mode, self.stored_size, orientation = scanned
+            self.mode, self.stored_size, orientation, self._progressive = scanned
             self.format, self._transparent = "JPEG", False
         else:
             with _decoding():
                 header = Image.open(io.BytesIO(data))
             self.format, self.mode, self.stored_size = header.format or "?", header.mode, header.size
             self._transparent = "transparency" in header.info
+            self._progressive = "progressive" in header.info
         _check_shape(*self.stored_size, limits)  # before anything else is read: a bomb stops here
         if scanned is None:
             with _decoding():
@@ -252,8 +263,22 @@ class ImageInput:
         if budget is None:
             return _nothing()
         target = fit_within(decoded, self.limits.max_side)
-        peak = decoded[0] * decoded[1] * DECODE_BYTES_PER_PIXEL + target[0] * target[1] * 3
+        peak = self.decoding_bytes(decoded) + target[0] * target[1] * FITTED_BYTES_PER_PIXEL
         return budget.reserve(peak, f"a {self.stored_size[0]}x{self.stored_size[1]} image")
+
+    def decoding_bytes(self, decoded: tuple[int, int]) -> int:
+        """The most decoding this image to ``decoded`` pixels holds at once: the pixels and their RGB conversion, a
+        banded conversion's band, a progressive JPEG's coefficients (libjpeg keeps every one of the stored picture,
+        whatever the draft scale: 2 bytes each, one per component and pixel at most), and the decoder's and the
+        allocator's slack. Measured against the memory's high-water mark in every mode (tests/unit/test_images.py).
+        """
+        pixels = decoded[0] * decoded[1]
+        total = pixels * DECODE_BYTES_PER_PIXEL + DECODE_SLACK_BYTES
+        if converts_in_bands(self.mode, transparent=self._transparent):
+            total += min(pixels, BAND_PIXELS) * BAND_BYTES_PER_PIXEL
+        if self._progressive:
+            total += self.stored_size[0] * self.stored_size[1] * 2 * Image.getmodebands(self.mode)
+        return total
 
 
 class Crop:
@@ -381,29 +406,63 @@ def draft_size(size: tuple[int, int], max_side: int, needed: int | None = None) 
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB: wide grayscale scaled to 8 bits, alpha composited onto white."""
+    """Convert any Pillow mode to RGB: wide grayscale scaled to 8 bits, alpha composited onto white.
+
+    The conversions that make whole-picture temporaries (alpha: the RGBA form, a white background, the composite;
+    wide grayscale: numpy's copies) run a band of ``BAND_PIXELS`` at a time into the RGB result, so a picture holds
+    its decoded pixels, its RGB result and one band's work at once (``DECODE_BYTES_PER_PIXEL``), not four or five
+    copies of itself: each pixel's value is the same either way.
+    """
     mode = image.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
+    if converts_in_bands(mode, transparent="transparency" in image.info):
+        if mode in _ALPHA_MODES or mode == "P":
+            return _banded(image, _on_white)
         # Wide grayscale: scale to 8 bits instead of clipping, so a 16-bit image keeps its contrast.
-        values = np.asarray(image)
-        if mode == "F":
-            gray = np.clip(values, 0, 255).astype(np.uint8)
-        else:
-            wide = values.astype(np.int64)
-            gray = (
-                (np.clip(wide, 0, 65535) >> 8).astype(np.uint8) if wide.max(initial=0) > 255 else wide.astype(np.uint8)
-            )
-        return Image.fromarray(np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2)))
-    if mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
-        image = Image.alpha_composite(background, rgba)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+        scaled = mode != "F" and image.getextrema()[1] > 255  # type: ignore[operator]  # one band's (min, max)
+        return _banded(image, lambda band: _gray_to_rgb(band, scaled=scaled))
+    if mode != "RGB":
+        return image.convert("RGB")
     return image
+
+
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def converts_in_bands(mode: str, *, transparent: bool) -> bool:
+    """True for the modes ``to_rgb`` converts a band at a time: alpha, a palette with a transparent index, wide
+    grayscale."""
+    return mode in _ALPHA_MODES or (mode == "P" and transparent) or mode.startswith("I;16") or mode in ("I", "F")
+
+
+def _banded(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """The RGB picture ``convert`` makes of each band of rows of ``image``, pasted into one."""
+    width, height = image.size
+    result = Image.new("RGB", image.size)
+    rows = max(1, BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        result.paste(convert(image.crop(box)), box)
+    return result
+
+
+def _gray_to_rgb(band: Image.Image, *, scaled: bool) -> Image.Image:
+    """A band of wide grayscale as RGB: floats clipped to 0-255; integers shifted from 16 bits when the picture
+    holds values over 255 (``scaled``), else taken as they are."""
+    values = np.asarray(band)
+    if band.mode == "F":
+        gray = np.clip(values, 0, 255).astype(np.uint8)
+    elif scaled:
+        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+    else:
+        gray = values.astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
+def _on_white(band: Image.Image) -> Image.Image:
+    """A band with alpha (or a palette with a transparent index) composited onto the white background, as RGB."""
+    rgba = band.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def _reason(exc: BaseException) -> str:

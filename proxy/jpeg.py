@@ -13,12 +13,14 @@ The tests hold it to Pillow on real photographs, on every variant Pillow writes,
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 SOI = b"\xff\xd8\xff"
 
 _SOS = 0xDA
 _DQT = 0xDB
 _SOF = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended and progressive Huffman: what libjpeg decodes
+_PROGRESSIVE = 0xC2
 # Markers Pillow reads with a length and skips or reads as APPn/COM: what may come before the first scan.
 _SEGMENTS = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)})
 _MODES = {1: "L", 3: "RGB"}
@@ -40,29 +42,38 @@ class _Unsure(Exception):
     """The header is not plainly one Pillow reads the same way: ask Pillow."""
 
 
-def jpeg_header(data: bytes, max_pixels: int | None) -> tuple[str, tuple[int, int], int] | None:
-    """``(mode, (width, height), orientation)`` of the JPEG in ``data`` as Pillow reads them (``Image.open``, its
-    ``getexif()`` orientation), or None when Pillow should be asked. ``max_pixels``: Pillow's
-    ``Image.MAX_IMAGE_PIXELS`` (past it Pillow warns or refuses, so it is asked)."""
+class JpegHeader(NamedTuple):
+    """What the service reads of a JPEG's header, as Pillow reads it."""
+
+    mode: str
+    size: tuple[int, int]
+    orientation: int  # as stored (a stored 0 read as 1)
+    progressive: bool  # Pillow's ``"progressive" in info``: libjpeg then holds every coefficient while decoding
+
+
+def jpeg_header(data: bytes, max_pixels: int | None) -> JpegHeader | None:
+    """The mode, size, EXIF orientation and progressiveness of the JPEG in ``data`` as Pillow reads them
+    (``Image.open``, its ``getexif()`` orientation and ``info``), or None when Pillow should be asked.
+    ``max_pixels``: Pillow's ``Image.MAX_IMAGE_PIXELS`` (past it Pillow warns or refuses, so it is asked)."""
     if not data.startswith(SOI):
         return None
     try:
         frame, exif, xmp = _read_segments(data)
     except _Unsure:
         return None
-    mode, (width, height) = frame
+    mode, (width, height), progressive = frame
     if max_pixels is not None and width * height > max_pixels:
         return None
     orientation = _exif_orientation(exif) if exif is not None else 0
     if orientation is None or (orientation == 0 and xmp):
         return None  # the EXIF is not plain, or Pillow would look for the orientation in the XMP
-    return mode, (width, height), orientation or 1
+    return JpegHeader(mode, (width, height), orientation or 1, progressive)
 
 
-def _read_segments(data: bytes) -> tuple[tuple[str, tuple[int, int]], bytes | None, bool]:
+def _read_segments(data: bytes) -> tuple[tuple[str, tuple[int, int], bool], bytes | None, bool]:
     """The frame's mode and size, the EXIF segment and whether there is XMP, from the segments before the first
     scan; ``_Unsure`` for anything else: truncation, junk or fill bytes between markers, other markers."""
-    frame: tuple[str, tuple[int, int]] | None = None
+    frame: tuple[str, tuple[int, int], bool] | None = None
     exif: bytes | None = None
     xmp = False
     position, end = 2, len(data)
@@ -80,7 +91,7 @@ def _read_segments(data: bytes) -> tuple[tuple[str, tuple[int, int]], bytes | No
                 raise _Unsure
             return frame, exif, xmp
         if marker in _SOF and frame is None:
-            frame = _frame(body)
+            frame = (*_frame(body), marker == _PROGRESSIVE)
         elif marker not in _SEGMENTS or not _segment_is_plain(marker, body):
             raise _Unsure  # a second frame, a marker Pillow reads otherwise, a segment it would refuse
         elif marker == 0xE1 and body.startswith(b"Exif\0\0"):

@@ -26,7 +26,7 @@ from proxy.backends import Model, Prediction
 from proxy.detections import Detections
 from proxy.errors import PayloadTooLarge, ProxyError
 from proxy.framecache import FrameCache
-from proxy.images import DECODE_BYTES_PER_PIXEL, Box, ImageInput, ImageLimits, ModelImage
+from proxy.images import Box, ImageInput, ImageLimits, ModelImage
 from proxy.labels import LabelMap
 from proxy.metrics import DECODE_SECONDS, FRAME_CACHE, IMAGE_BYTES, IMAGE_PIXELS, time_backend
 from proxy.tiles import tile_boxes
@@ -267,7 +267,7 @@ def _hold(plan: _Plan, context: Context, *, decoding: bool) -> AbstractContextMa
     tile = plan.frame.tile or 1
     side = min(tile, limits.max_side) if limits.max_side > 0 else tile
     in_flight = min(len(plan.boxes) - 1, context.calls_per_request)
-    picture = width * height * (DECODE_BYTES_PER_PIXEL if decoding else 3)
+    picture = plan.image.decoding_bytes(plan.image.size) if decoding else width * height * 4  # Pillow's RGB: 4 a pixel
     return budget.reserve(picture + in_flight * side * side * 3 * 2, f"a {width}x{height} image in tiles")
 
 

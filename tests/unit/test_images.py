@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -276,9 +279,10 @@ def test_budget_waits_then_refuses_with_503() -> None:
     """While the budget is held, a decode that does not fit waits, then is refused as Overloaded (503)."""
     from proxy.errors import Overloaded
 
-    budget = DecodeBudget(2_000_000, wait_s=0.05)
+    budget = DecodeBudget(10_000_000, wait_s=0.05)
     prepared = _image_input(save(Image.new("RGB", (300, 300)), "PNG"), budget=budget)
-    with budget.reserve(1_500_000, "another image"), pytest.raises(Overloaded):
+    assert 4_000_000 < prepared.decoding_bytes((300, 300)) < 6_000_000  # the slack, and 8 bytes a pixel
+    with budget.reserve(6_000_000, "another image"), pytest.raises(Overloaded):
         prepared.pixels()
     assert prepared.pixels().shape == (300, 300, 3)  # once released, it decodes
     assert budget.used_bytes == 0
@@ -347,3 +351,74 @@ def test_every_orientation_of_every_format_is_pillows(fmt: str, orientation: int
     np.testing.assert_array_equal(image.pixels(), expected)
     turned = orientation in (5, 6, 7, 8)
     assert image.size == ((20, 40) if turned else (40, 20))
+
+
+# Run in a process of its own: a picture of each mode decoded (pixels, then the full picture) while the high-water
+# mark of its memory is watched, against what the decode reserved of the budget.
+_PEAK_SCRIPT = r"""
+import ctypes, io, json, sys
+import numpy as np
+from PIL import Image
+from proxy.images import DecodeBudget, ImageInput, ImageLimits
+from proxy.settings import Settings
+
+WIDTH, HEIGHT = 3000, 2000
+ramp = np.tile(np.arange(WIDTH, dtype=np.int64) * 21, (HEIGHT, 1))
+gray = Image.fromarray((ramp % 256).astype(np.uint8))
+rgb = Image.merge("RGB", (gray, gray.transpose(Image.Transpose.FLIP_LEFT_RIGHT), gray))
+PICTURES = {
+    "RGB-JPEG": (rgb, "JPEG", {}),
+    "RGB-PNG": (rgb, "PNG", {}),
+    "RGB-JPEG-progressive": (rgb, "JPEG", {"progressive": True}),
+    "RGB-JPEG-progressive-444": (rgb, "JPEG", {"progressive": True, "subsampling": 0}),
+    "L-JPEG-progressive": (gray, "JPEG", {"progressive": True}),
+    "CMYK-JPEG-progressive": (rgb.convert("CMYK"), "JPEG", {"progressive": True}),
+    "CMYK-JPEG": (rgb.convert("CMYK"), "JPEG", {}),
+    "RGBA-PNG": (rgb.convert("RGBA"), "PNG", {}),
+    "LA-PNG": (gray.convert("LA"), "PNG", {}),
+    "P-transparent-PNG": (rgb.convert("P"), "PNG", {"transparency": 0}),
+    "I16-PNG": (Image.fromarray((ramp % 65536).astype(np.uint16)), "PNG", {}),
+    "I32-TIFF": (Image.fromarray(ramp.astype(np.int32)), "TIFF", {}),
+    "F-TIFF": (Image.fromarray((ramp % 300).astype(np.float32)), "TIFF", {}),
+}
+libc = ctypes.CDLL("libc.so.6")
+
+class Recording(DecodeBudget):
+    most = 0
+    def reserve(self, nbytes, what):
+        self.most = max(self.most, nbytes)
+        return super().reserve(nbytes, what)
+
+def status(field):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1]) * 1024
+
+out = {}
+for name, (picture, fmt, options) in PICTURES.items():
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt, compress_level=1, **options) if fmt == "PNG" else picture.save(buffer, fmt, **options)
+    data = buffer.getvalue()
+    for method in ("pixels", "picture"):
+        budget = Recording(2**40, 1.0)
+        image = ImageInput(data, ImageLimits.from_settings(Settings(), budget))
+        libc.malloc_trim(0)
+        start = status("VmRSS")
+        open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from here
+        getattr(image, method)()
+        out[f"{name} {method}"] = (status("VmHWM") - start, budget.most)
+        del image
+print(json.dumps(out))
+"""
+
+
+def test_decoding_holds_no_more_than_it_reserves_in_any_mode() -> None:
+    """Every mode's decode, its RGB conversion and fitting included, stays within what it reserved of
+    DECODE_MEMORY_MB: measured as the process's memory high-water mark. A 16-bit grayscale PNG held 21 bytes a pixel
+    (numpy's int64 copies), an RGBA one 20 (its RGBA copy, background and composite), against 7 reserved; a
+    progressive JPEG decoded at half scale held 2-3 times its reservation (libjpeg's coefficients of the whole
+    picture)."""
+    command = [sys.executable, "-c", _PEAK_SCRIPT]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    over = {case: (peak, reserved) for case, (peak, reserved) in measured.items() if peak > reserved}
+    assert not over, over

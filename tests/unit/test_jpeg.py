@@ -23,9 +23,9 @@ if _GRACE.exists():  # a camera photograph with EXIF, in matplotlib's wheel
     PHOTOGRAPHS["grace_hopper"] = _GRACE.read_bytes()
 
 
-def pillow(data: bytes) -> tuple[str, tuple[int, int], int] | str:
-    """What Pillow reads as ``proxy.images.ImageInput`` takes it: a JPEG's mode, size and EXIF orientation; else
-    the format it found or why it refused."""
+def pillow(data: bytes) -> tuple[str, tuple[int, int], int, bool] | str:
+    """What Pillow reads as ``proxy.images.ImageInput`` takes it: a JPEG's mode, size, EXIF orientation and whether
+    it is progressive; else the format it found or why it refused."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -35,7 +35,7 @@ def pillow(data: bytes) -> tuple[str, tuple[int, int], int] | str:
             return f"refused: {type(exc).__name__}"
     if header.format != "JPEG" or "transparency" in header.info:
         return f"{header.format} {header.info.get('transparency')}"
-    return header.mode, header.size, orientation
+    return header.mode, header.size, orientation, "progressive" in header.info
 
 
 def agrees(data: bytes) -> bool:
@@ -96,7 +96,7 @@ def test_what_pillow_writes_is_read_as_pillow_reads_it(mode: str, options: dict[
         assert scanned is None
         assert pillow(data)[2] == 6
     else:
-        assert scanned == pillow(data) == (mode, SCENE.size, 1)
+        assert scanned == pillow(data) == (mode, SCENE.size, 1, "progressive" in options)
 
 
 @pytest.mark.parametrize("orientation", range(10))
@@ -106,7 +106,7 @@ def test_exif_orientations_are_pillows(orientation: int) -> None:
     exif[ORIENTATION] = orientation
     exif[0x010F] = "Camera maker"  # another entry, its text stored out of line
     data = jpeg(SCENE, exif=exif)
-    assert jpeg_header(data, Image.MAX_IMAGE_PIXELS) == pillow(data) == ("RGB", SCENE.size, orientation or 1)
+    assert jpeg_header(data, Image.MAX_IMAGE_PIXELS) == pillow(data) == ("RGB", SCENE.size, orientation or 1, False)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_past_pillows_pixel_limit_it_is_pillows() -> None:
     """Past Pillow's own pixel limit (it warns, then refuses) the header is Pillow's to read."""
     data = jpeg(SCENE)
     assert jpeg_header(data, SCENE.width * SCENE.height - 1) is None
-    assert jpeg_header(data, SCENE.width * SCENE.height) == ("RGB", SCENE.size, 1)
+    assert jpeg_header(data, SCENE.width * SCENE.height) == ("RGB", SCENE.size, 1, False)
 
 
 def test_not_a_jpeg_is_none() -> None:
@@ -168,7 +168,7 @@ HEADER = _header_end(BASE)
 
 def test_every_truncation_of_the_header_agrees() -> None:
     """Cut anywhere in the header, the bytes are never answered otherwise than Pillow reads them."""
-    assert jpeg_header(BASE, Image.MAX_IMAGE_PIXELS) == ("RGB", SCENE.size, 8)
+    assert jpeg_header(BASE, Image.MAX_IMAGE_PIXELS) == ("RGB", SCENE.size, 8, False)
     for cut in range(HEADER + 1):
         assert agrees(BASE[:cut]), cut
 
@@ -250,7 +250,7 @@ def test_a_second_frame_header_or_none_is_left_to_pillow() -> None:
     found, rest = segments(BASE)
     frame = next(segment for segment in found if segment[0] == 0xC0)
     twice = joined([*found, (0xC0, frame[1][:1] + struct.pack(">H", 32) + frame[1][3:])], rest)
-    assert pillow(twice) == ("RGB", (SCENE.width, 32), 8)
+    assert pillow(twice) == ("RGB", (SCENE.width, 32), 8, False)
     assert jpeg_header(twice, Image.MAX_IMAGE_PIXELS) is None
     none = joined([segment for segment in found if segment[0] != 0xC0], rest)
     assert isinstance(pillow(none), str)
@@ -260,7 +260,7 @@ def test_a_second_frame_header_or_none_is_left_to_pillow() -> None:
 def test_a_directory_without_orientation_is_upright() -> None:
     """An EXIF directory naming no orientation is read as upright, as Pillow reads it."""
     data = rewritten(0xE1, lambda body: directory((0x010F, 2, 4, 0)))
-    assert jpeg_header(data, Image.MAX_IMAGE_PIXELS) == pillow(data) == ("RGB", SCENE.size, 1)
+    assert jpeg_header(data, Image.MAX_IMAGE_PIXELS) == pillow(data) == ("RGB", SCENE.size, 1, False)
 
 
 def test_two_exif_segments_are_left_to_pillow() -> None:
@@ -269,7 +269,7 @@ def test_two_exif_segments_are_left_to_pillow() -> None:
     at = next(index for index, (kind, _) in enumerate(found) if kind == 0xE1)
     found.insert(at + 1, (0xE1, directory((ORIENTATION, 3, 1, 3))))
     data = joined(found, rest)
-    assert pillow(data) == ("RGB", SCENE.size, 8)
+    assert pillow(data) == ("RGB", SCENE.size, 8, False)
     assert jpeg_header(data, Image.MAX_IMAGE_PIXELS) is None
 
 
@@ -277,5 +277,5 @@ def test_junk_between_segments_is_left_to_pillow() -> None:
     """Bytes between segments, which Pillow skips one by one, are not followed."""
     found, rest = segments(BASE)
     data = joined(found[:1], b"") + b"\0\0" + joined(found[1:], rest)[2:]
-    assert pillow(data) == ("RGB", SCENE.size, 8)
+    assert pillow(data) == ("RGB", SCENE.size, 8, False)
     assert jpeg_header(data, Image.MAX_IMAGE_PIXELS) is None
