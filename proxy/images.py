@@ -64,7 +64,7 @@ DECODE_BYTES_PER_PIXEL = 8
 # The picture fitted to max_side: Pillow's resized copy (4 bytes a pixel) and numpy's array of it (3).
 FITTED_BYTES_PER_PIXEL = 7
 # The decoder's own buffers and the allocator's rounding, for each decode.
-DECODE_SLACK_BYTES = 4 * 2**20
+DECODE_SLACK_BYTES = 8 * 2**20
 # Pixels a banded conversion works on at a time, and the most it holds for each beyond the picture and its RGB
 # result (a band's crop, its RGBA form, the white background, the composite and its RGB: 4 bytes each, and slack).
 BAND_PIXELS = 1 << 18

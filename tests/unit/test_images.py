@@ -279,10 +279,10 @@ def test_budget_waits_then_refuses_with_503() -> None:
     """While the budget is held, a decode that does not fit waits, then is refused as Overloaded (503)."""
     from proxy.errors import Overloaded
 
-    budget = DecodeBudget(10_000_000, wait_s=0.05)
+    budget = DecodeBudget(16_000_000, wait_s=0.05)
     prepared = _image_input(save(Image.new("RGB", (300, 300)), "PNG"), budget=budget)
-    assert 4_000_000 < prepared.decoding_bytes((300, 300)) < 6_000_000  # the slack, and 8 bytes a pixel
-    with budget.reserve(6_000_000, "another image"), pytest.raises(Overloaded):
+    assert 8_000_000 < prepared.decoding_bytes((300, 300)) < 10_000_000  # the slack, and 8 bytes a pixel
+    with budget.reserve(8_000_000, "another image"), pytest.raises(Overloaded):
         prepared.pixels()
     assert prepared.pixels().shape == (300, 300, 3)  # once released, it decodes
     assert budget.used_bytes == 0
