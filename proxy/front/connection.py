@@ -45,6 +45,7 @@ LINE_LIMIT = 8190  # the request line; longer is a 414 (gunicorn's limit, kept)
 FIELD_LIMIT = 8190  # one header field; longer is a 431
 FIELDS_LIMIT = 100  # header fields; more is a 431
 HEAD_LIMIT = 64 * 1024  # the whole head; longer is a 431
+_EMPTY_LINES = b"\r\n"  # the bytes of empty lines a client may send before a request line (RFC 9112 2.2)
 SPOOL_BYTES = 1024 * 1024  # a body above this is held in a temporary file instead of memory
 BODY_GRACE_S = 5.0  # the body's rate is judged after this long
 LINGER_S = 10.0  # after an early answer, read (and drop) what the client still sends, at most this long...
@@ -137,6 +138,9 @@ class Connection(asyncio.Protocol):
             self.h11.receive_data(data)  # a pipelined request: parsed once this one is answered
             return
         if self.state is State.IDLE:
+            data = data.lstrip(_EMPTY_LINES)  # RFC 9112 2.2: empty lines before a request line are ignored
+            if not data:
+                return
             self._begin(now)
         if not self._line_done and not self._check_request_line(data):
             return
@@ -368,11 +372,22 @@ class Connection(asyncio.Protocol):
         self.state = State.IDLE
         self.deadline = self.server.clock() + self.limits.keepalive_timeout_s
         self.transport.resume_reading()
-        pending, _ = self.h11.trailing_data
+        pending, closed = self.h11.trailing_data
+        if pending[:1] and pending[:1] in _EMPTY_LINES:
+            # Empty lines before the pipelined request's line, which h11 refuses ("no request line"): a parser of
+            # its own (as start_next_cycle leaves it: both sides idle) is given what follows them.
+            pending = pending.lstrip(_EMPTY_LINES)
+            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
+            if pending:
+                self.h11.receive_data(pending)
+            if closed:
+                self.h11.receive_data(b"")  # the client's EOF, after what it sent
         if pending:
             self._begin(self.server.clock())
             self._line_done = True
             self._process()
+        elif closed:
+            self.close()  # the client sent its last request (and empty lines) and closed its side
 
     # -- the front's own answers -------------------------------------------------------------------------------
 

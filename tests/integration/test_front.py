@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import time
 import urllib.error
@@ -202,6 +203,16 @@ def test_the_servers_own_errors_are_json_with_a_request_id_and_logged(
     while request_id.decode() not in front.log_text():
         assert time.monotonic() < deadline, "the refused request is not in the access log"
         time.sleep(0.05)  # polling interval
+
+
+def test_empty_lines_between_keep_alive_requests_are_skipped(front: HttpServer) -> None:
+    """A CRLF after a request and before the next one (RFC 9112 2.2), as the probe sent it: both answered 200 on
+    one connection, no stray 400 and no request dropped."""
+    sock = connect(front, timeout=5)
+    sock.sendall(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", read_all(sock)) == [b"200", b"200"]
 
 
 def test_double_slash_with_a_foreign_host_is_no_redirect(front: HttpServer) -> None:

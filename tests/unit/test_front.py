@@ -195,6 +195,30 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     run(body)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["at-once", "after-the-answer"])
+def test_empty_lines_before_a_request_line_are_ignored(split: bool) -> None:
+    """RFC 9112 2.2: CRLFs a client sends after a body or between keep-alive requests (pipelined with the next one,
+    or on their own once the answer is back) are skipped, not a 400 that drops the request behind them."""
+
+    async def body() -> None:
+        connection, transport = Front().connect()
+        first, second = post(b"abc", path="/one") + b"\r\n", b"\r\n\n" + post(b"de", path="/two")
+        if split:
+            connection.data_received(first)
+            await settle(lambda: len(transport.answers()) == 1)
+            connection.data_received(b"\r\n")  # on its own: the connection stays idle
+            assert connection.state is State.IDLE
+            connection.data_received(second)
+        else:
+            connection.data_received(first + second)
+        await settle(lambda: len(transport.answers()) == 2)
+        assert [answer[0] for answer in transport.answers()] == [200, 200]
+        assert [json.loads(answer[2])["path"] for answer in transport.answers()] == ["/one", "/two"]
+        assert connection.state is State.IDLE and not transport.closing
+
+    run(body)
+
+
 def test_chunked_body_reaches_the_app_with_its_length() -> None:
     """A chunked body arrives whole, with CONTENT_LENGTH set and no Transfer-Encoding left for the app."""
 
