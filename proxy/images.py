@@ -156,8 +156,14 @@ class ImageInput:
             self.mode, self.stored_size, orientation, self._progressive = scanned
             self.format, self._transparent = "JPEG", False
         else:
-            with _decoding():
-                header = Image.open(io.BytesIO(data))
+            try:
+                with _decoding():
+                    header = Image.open(io.BytesIO(data))
+            except PayloadTooLarge:  # Pillow's own bomb check, at twice its MAX_IMAGE_PIXELS: the limit is ours
+                raise PayloadTooLarge(
+                    f"image has more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; the limit is "
+                    f"{limits.max_pixels} (MAX_IMAGE_PIXELS)"
+                ) from None
             self.format, self.mode, self.stored_size = header.format or "?", header.mode, header.size
             self._transparent = "transparency" in header.info
             self._progressive = "progressive" in header.info

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import struct
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -209,6 +211,26 @@ def test_decompression_bomb_is_refused_from_its_header(make_app: Callable[..., F
     answer = post(client, body=png((100, 100)))
     assert answer.status_code == 413
     assert "MAX_IMAGE_PIXELS" in answer.json["error"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_an_image_past_pillows_own_bomb_limit_names_max_image_pixels(client: FlaskClient, fmt: str) -> None:
+    """A header declaring 65535x65535 (past the twice 89 million pixels at which Pillow refuses to open it) is a 413
+    that names the service's limit, not Pillow's number alone."""
+    image = Image.new("L", (1, 1))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    data = buffer.getvalue()
+    if fmt == "PNG":  # the IHDR's width and height, and its CRC
+        head = b"IHDR" + struct.pack(">II", 65535, 65535) + data[24:29]
+        data = data[:12] + head + struct.pack(">I", zlib.crc32(head)) + data[33:]
+    else:  # the logical screen's and the image descriptor's sizes
+        data = data[:6] + struct.pack("<HH", 65535, 65535) + data[10:]
+        start = data.index(b"\x2c")
+        data = data[: start + 5] + struct.pack("<HH", 65535, 65535) + data[start + 9 :]
+    answer = post(client, body=data)
+    assert answer.status_code == 413, answer.json
+    assert "MAX_IMAGE_PIXELS" in answer.json["error"] and "50000000" in answer.json["error"]
 
 
 def test_thin_image_is_refused_for_its_aspect(client: FlaskClient) -> None:
