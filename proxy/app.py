@@ -146,8 +146,13 @@ def _require_api_key(app: Flask, api_key: str, max_form_parts: int) -> None:
     def check_api_key() -> None:
         def form_key() -> str | None:
             # How DeepStack clients send it: a form field. Only that field is looked for; nothing else is parsed.
+            # A body that is no form (or one past MAX_FORM_PARTS before the field) offers no key: a client without
+            # the key learns nothing of what is wrong with its body, only that it needs the key.
             body = request.get_data(cache=True)
-            return form_field(body, request.content_type or "", FORM_FIELD, max_form_parts)
+            try:
+                return form_field(body, request.content_type or "", FORM_FIELD, max_form_parts)
+            except ProxyError:
+                return None
 
         headers = {name: request.headers.get(name, "") for name in ("authorization", "x-api-key", "content-type")}
         refused = refusal(api_key, request.endpoint, request.method, headers, form_key)

@@ -214,3 +214,25 @@ def test_the_rule_reads_only_the_api_key_field(keyed_app: Flask) -> None:
     data = {"api_key": FileStorage(io.BytesIO(KEY.encode()), filename="key.txt"), "image": (io.BytesIO(PICTURE), "a")}
     answer = keyed_app.test_client().post("/v1/vision/detection", data=data, content_type="multipart/form-data")
     assert answer.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--" + BOUNDARY.encode() + b"\r\nno headers end here",  # malformed
+        b"".join(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f{index}"\r\n\r\nx\r\n'.encode()
+            for index in range(Settings().max_form_parts + 5)
+        )
+        + f"--{BOUNDARY}--\r\n".encode(),  # past MAX_FORM_PARTS
+    ],
+    ids=["malformed", "too-many-parts"],
+)
+def test_a_keyless_form_that_does_not_parse_is_a_401_not_its_parse_error(keyed_app: Flask, body: bytes) -> None:
+    """Without the key, a DeepStack form the app cannot read (malformed, or past MAX_FORM_PARTS before any api_key
+    field) is the 401: a client without the key learns nothing of its body's faults."""
+    answer = keyed_app.test_client().post(
+        "/v1/vision/detection", data=body, content_type=f"multipart/form-data; boundary={BOUNDARY}"
+    )
+    assert answer.status_code == 401, answer.json
+    assert "WWW-Authenticate" in answer.headers
