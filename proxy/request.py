@@ -183,7 +183,10 @@ def vision_request(request: Request, settings: Settings, model: str | None) -> D
     if mimetype == "multipart/form-data":
         parts = multipart_parts(request, settings)
         image = _image_part(parts)
-        fields = {part.name: _text(part) for part in parts if part.filename is None and part.name != IMAGE_FIELD}
+        fields: dict[str, str] = {}
+        for part in parts:
+            if part.filename is None and part.name != IMAGE_FIELD:
+                fields.setdefault(part.name, _text(part))  # a field sent twice: its first value, as a query's
     else:
         # A raw image body is read as the picture; a urlencoded or JSON body cannot carry one.
         body = request.get_data(cache=False)

@@ -31,6 +31,13 @@ def detect(
     return client.post(path, data=data, content_type="multipart/form-data", headers=headers or {})
 
 
+def test_a_field_sent_twice_takes_its_first_value_as_a_query_parameter_does(client: FlaskClient) -> None:
+    """min_confidence=0.85 then 0 in one form is 0.85 (werkzeug's MultiDict.get, as DeepStack's Flask server read
+    it), the rule of a repeated query parameter: not the last value."""
+    assert detect(client, min_confidence=["0.85", "0"]).json["count"] == 2
+    assert detect(client, min_confidence=["0", "0.85"]).json["count"] == 4
+
+
 def test_answer_carries_both_families_fields(client: FlaskClient) -> None:
     """A detection answers DeepStack's success and predictions and CodeProject.AI's fields together."""
     answer = detect(client, headers={"X-Request-ID": "req-42"})
