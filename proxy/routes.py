@@ -31,7 +31,7 @@ def classify() -> Response:
     if asked.batch:
         return json_response(answers.batch(results, detailed=asked.output is Output.VERBOSE))
     result = results[0]
-    if isinstance(result, InvalidImage) and asked.declared_non_image:
+    if isinstance(result, InvalidImage) and asked.declared_non_image and asked.images[0].data:  # bytes, not none
         raise UnsupportedMediaType(
             f"Content-Type {request.mimetype} is not an image type and the body is not a decodable image; "
             "send image/jpeg or image/png bytes, or JSON with the image base64 in 'image'"

@@ -184,10 +184,13 @@ def test_too_many_multipart_parts_name_their_limit(make_app: Callable[..., Flask
 def test_undecodable_bytes_under_a_non_image_type_are_a_415(
     client: FlaskClient, content_type: str | None, status: int
 ) -> None:
-    """Bytes that are not an image are a 415 when declared as another type, a 400 when the type is neutral."""
+    """Bytes that are not an image are a 415 when declared as another type, a 400 when the type is neutral. No bytes
+    at all are the empty body's 400 whatever the type says."""
     answer = client.post("/classify", data=b"not an image", content_type=content_type)
     assert answer.status_code == status
     assert "error" in answer.json
+    empty = client.post("/classify", data=b"", content_type=content_type)
+    assert empty.status_code == 400 and "empty image" in empty.json["error"]
 
 
 @pytest.mark.parametrize(
