@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from proxy import answers
 from proxy.auth import FORM_FIELD, refusal
+from proxy.context import json_text
 from proxy.errors import PayloadTooLarge, ProxyError
 from proxy.front import ENVIRON_RECEIVED, ENVIRON_REQUEST_BYTES
 from proxy.front.state import FrontApp
@@ -70,11 +71,12 @@ class AppHooks:
     def error(self, path: str, status: int, message: str, request_id: str) -> tuple[str, bytes]:
         """The content type and body of an error the front answers itself, in the shape of the path's routes."""
         if path.startswith(VISION_PREFIX):
+            # No device: this runs on the event loop, and an embedded backend learns its device from TensorFlow.
             call = answers.VisionCall(command_for(path), request_id, time.perf_counter(), "")
             body: Any = answers.vision_error(status, message, call)
         else:
             body = answers.error(message)
-        return "application/json", self.app.json.dumps(body).encode()
+        return "application/json", json_text(body).encode()
 
 
 def front_app(app: Flask) -> FrontApp:
@@ -98,6 +100,7 @@ def front_app(app: Flask) -> FrontApp:
         # How long a request may run in the app before its worker counts as stuck and is restarted.
         stuck_after_s=settings.request_timeout_s + 30,
         close=services.close,
+        headers=tuple(_SECURITY_HEADERS.items()),
         announce_when_ready=announce_when_ready,
     )
 

@@ -66,7 +66,12 @@ def json_response(body: Any, status: int = 200) -> Response:
     The text is what Flask's JSON provider writes for the app (compact, ASCII, keys in the answer's order, one
     newline), from an encoder made once: the provider's ``response`` builds a new one for every answer.
     """
-    return Response(_encode(body) + "\n", status=status, mimetype="application/json")
+    return Response(json_text(body), status=status, mimetype="application/json")
+
+
+def json_text(body: Any) -> str:
+    """``body`` as every JSON answer of the service writes it: compact, ASCII, keys in order, one newline."""
+    return _encode(body) + "\n"
 
 
 def _unencodable(value: Any) -> Any:

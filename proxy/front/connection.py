@@ -406,7 +406,7 @@ class Connection(asyncio.Protocol):
             f"Content-Length: {len(body)}",
             "Connection: close",
             f"X-Request-ID: {self.request_id}",
-            "X-Content-Type-Options: nosniff",
+            *(f"{name}: {value}" for name, value in self.server.app.headers),
             *(f"{name}: {value}" for name, value in error.headers.items()),
         ]
         self._write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)

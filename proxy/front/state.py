@@ -61,6 +61,8 @@ class FrontApp:
     stuck_after_s: float  # a request running longer stops the worker's heartbeat, so gunicorn restarts it
     close: Callable[[], None]  # called once when the worker exits
     announce_when_ready: Announce | None = None  # the first worker awaits it once, to say where the service is
+    # Headers every answer the front gives itself carries (the app's own answers carry what the app sets).
+    headers: tuple[tuple[str, str], ...] = (("X-Content-Type-Options", "nosniff"),)
 
     @classmethod
     def plain(cls, wsgi: WSGIApp) -> FrontApp:

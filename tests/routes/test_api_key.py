@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -236,3 +237,41 @@ def test_a_keyless_form_that_does_not_parse_is_a_401_not_its_parse_error(keyed_a
     )
     assert answer.status_code == 401, answer.json
     assert "WWW-Authenticate" in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "status"),
+    [
+        ("/classify", "", 401),  # the headers alone refuse it: the front answers
+        ("/v1/vision/detection", f"Content-Length: {Settings().max_body_bytes + 1}\r\n", 413),
+    ],
+    ids=["classify-401", "vision-413"],
+)
+def test_the_fronts_own_answers_carry_the_apps_headers_and_json(
+    keyed_app: Flask, path: str, extra: str, status: int
+) -> None:
+    """An error the front answers itself (before the app runs) carries the security headers every app answer carries,
+    and its JSON is written as the app writes its own (compact, one newline), in the route family's shape."""
+
+    async def body() -> bytes:
+        server = FrontServer(front_app(keyed_app), threads=1)
+        wire = Wire()
+        connection: Connection = server.connection()
+        connection.connection_made(wire)
+        try:
+            connection.data_received(f"POST {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode())
+            await until(lambda: wire.status() is not None)
+        finally:
+            server.pool.shutdown(wait=True)
+        return bytes(wire.written)
+
+    written = asyncio.run(body())
+    head, _, payload = written.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    headers = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
+    assert headers["X-Frame-Options"] == "DENY" and headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert payload.endswith(b"}\n") and b'", "' not in payload and b'": ' not in payload
+    if path.startswith("/v1/vision"):  # the keys of the app's own errors on that route, in their order
+        own = keyed_app.test_client().post(path, data=b"", headers={"X-API-Key": KEY})
+        assert own.status_code == 400 and list(json.loads(payload)) == list(own.json)
