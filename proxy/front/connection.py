@@ -215,7 +215,7 @@ class Connection(asyncio.Protocol):
     def _on_request(self, event: h11.Request) -> None:
         self.method = event.method.decode("ascii", errors="replace")
         self.http_version = event.http_version.decode("ascii", errors="replace")
-        target, _, query = event.target.partition(b"?")
+        target, _, query = _origin_form(event.target).partition(b"?")
         self.path = unquote_to_bytes(target).decode("latin-1")
         self.query = query.decode("latin-1")
         for name, value in event.headers:
@@ -431,7 +431,7 @@ class Connection(asyncio.Protocol):
 
     def _path_from_line(self) -> str:
         parts = self._line.split(b" ")
-        return unquote_to_bytes(parts[1].partition(b"?")[0]).decode("latin-1") if len(parts) >= 2 else ""
+        return unquote_to_bytes(_origin_form(parts[1]).partition(b"?")[0]).decode("latin-1") if len(parts) >= 2 else ""
 
     def _linger(self) -> None:
         """Stop writing, then read and drop what the client still sends for a while, as nginx's lingering close
@@ -544,6 +544,17 @@ def _call(app: WSGIApp, environ: dict[str, Any]) -> tuple[int, str, list[tuple[s
     status, headers = captured
     code, _, reason = status.partition(" ")
     return int(code), reason, list(headers), b"".join(chunks)
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path and query of a request target: an absolute-form one (``http://host/path?q``, which RFC 9112 3.2.2
+    says a server must accept) without its scheme and authority (the Host header names the host)."""
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return target
+    start = min((index for index in (rest.find(b"/"), rest.find(b"?")) if index >= 0), default=len(rest))
+    path = rest[start:]
+    return path if path.startswith(b"/") else b"/" + path
 
 
 def _reason(status: int) -> str:

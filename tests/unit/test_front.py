@@ -219,6 +219,29 @@ def test_empty_lines_before_a_request_line_are_ignored(split: bool) -> None:
     run(body)
 
 
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        (b"http://localhost:8000/classify?threshold=0.5", "/classify", "threshold=0.5"),
+        (b"HTTPS://camera.example/v1/vision/detection", "/v1/vision/detection", ""),
+        (b"http://localhost?x=1", "/", "x=1"),
+        (b"/classify?next=http://elsewhere/x", "/classify", "next=http://elsewhere/x"),
+    ],
+)
+def test_an_absolute_form_target_is_served_as_its_path(target: bytes, path: str, query: str) -> None:
+    """RFC 9112 3.2.2: a server must accept ``GET http://host/path`` as ``/path`` (a 404 before); a URL inside a
+    query stays the query's."""
+
+    async def body() -> None:
+        connection, transport = Front().connect()
+        connection.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle(lambda: len(transport.answers()) == 1)
+        echoed = json.loads(transport.answers()[0][2])
+        assert (echoed["path"], echoed["query"]) == (path, query)
+
+    run(body)
+
+
 def test_chunked_body_reaches_the_app_with_its_length() -> None:
     """A chunked body arrives whole, with CONTENT_LENGTH set and no Transfer-Encoding left for the app."""
 
