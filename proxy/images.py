@@ -424,7 +424,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         if mode in _ALPHA_MODES or mode == "P":
             return _banded(image, _on_white)
         # Wide grayscale: scale to 8 bits instead of clipping, so a 16-bit image keeps its contrast.
-        scaled = mode != "F" and image.getextrema()[1] > 255  # type: ignore[operator]  # one band's (min, max)
+        # (Pillow's getextrema refuses some of these modes, I;16B from a big-endian TIFF among them.)
+        scaled = mode != "F" and any(np.asarray(image.crop(box)).max(initial=0) > 255 for box in _bands(image))
         return _banded(image, lambda band: _gray_to_rgb(band, scaled=scaled))
     if mode != "RGB":
         return image.convert("RGB")
@@ -440,13 +441,18 @@ def converts_in_bands(mode: str, *, transparent: bool) -> bool:
     return mode in _ALPHA_MODES or (mode == "P" and transparent) or mode.startswith("I;16") or mode in ("I", "F")
 
 
-def _banded(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
-    """The RGB picture ``convert`` makes of each band of rows of ``image``, pasted into one."""
+def _bands(image: Image.Image) -> Iterator[Box]:
+    """The boxes of ``image``'s bands of rows, of about ``BAND_PIXELS`` each."""
     width, height = image.size
-    result = Image.new("RGB", image.size)
     rows = max(1, BAND_PIXELS // width)
     for top in range(0, height, rows):
-        box = (0, top, width, min(height, top + rows))
+        yield (0, top, width, min(height, top + rows))
+
+
+def _banded(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """The RGB picture ``convert`` makes of each band of rows of ``image``, pasted into one."""
+    result = Image.new("RGB", image.size)
+    for box in _bands(image):
         result.paste(convert(image.crop(box)), box)
     return result
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from proxy.errors import InvalidImage, PayloadTooLarge
-from proxy.images import DecodeBudget, ImageInput, ImageLimits
+from proxy.images import BAND_PIXELS, DecodeBudget, ImageInput, ImageLimits, to_rgb
 from proxy.settings import Settings
 
 LIMIT = 50_000_000
@@ -359,7 +359,7 @@ _PEAK_SCRIPT = r"""
 import ctypes, io, json, sys
 import numpy as np
 from PIL import Image
-from proxy.images import DecodeBudget, ImageInput, ImageLimits
+from proxy.images import BAND_PIXELS, DecodeBudget, ImageInput, ImageLimits, to_rgb
 from proxy.settings import Settings
 
 WIDTH, HEIGHT = 3000, 2000
@@ -422,3 +422,53 @@ def test_decoding_holds_no_more_than_it_reserves_in_any_mode() -> None:
     measured = json.loads(done.stdout)
     over = {case: (peak, reserved) for case, (peak, reserved) in measured.items() if peak > reserved}
     assert not over, over
+
+
+def whole_picture_rgb(image: Image.Image) -> np.ndarray:
+    """The oracle for the banded conversions: each mode's rule applied to the whole picture at once."""
+    if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return np.asarray(
+            Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+        )
+    values = np.asarray(image)
+    if image.mode == "F":
+        gray = np.clip(values, 0, 255).astype(np.uint8)
+    else:
+        wide = values.astype(np.int64)
+        gray = (np.clip(wide, 0, 65535) >> 8).astype(np.uint8) if wide.max() > 255 else wide.astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+_RNG = np.random.default_rng(9)
+_TALL = (500, 1400)  # several bands of BAND_PIXELS
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        Image.fromarray(_RNG.integers(0, 65536, _TALL[::-1], dtype=np.uint16)),
+        Image.frombytes("I;16B", _TALL, _RNG.integers(0, 65536, _TALL[::-1], dtype=np.uint16).astype(">u2").tobytes()),
+        Image.fromarray(_RNG.integers(0, 200, _TALL[::-1], dtype=np.uint16)),  # no value over 255: not scaled
+        Image.fromarray(np.vstack([np.full((700, 500), 100, np.uint16), np.full((700, 500), 60_000, np.uint16)])),
+        Image.fromarray(_RNG.integers(-70_000, 140_000, _TALL[::-1], dtype=np.int32)),
+        Image.fromarray((_RNG.random(_TALL[::-1]) * 400 - 50).astype(np.float32)),
+        Image.fromarray(_RNG.integers(0, 256, (*_TALL[::-1], 4), dtype=np.uint8)),
+        Image.fromarray(_RNG.integers(0, 256, (*_TALL[::-1], 4), dtype=np.uint8)).convert("LA"),
+        Image.fromarray(_RNG.integers(0, 256, (*_TALL[::-1], 4), dtype=np.uint8)).convert("RGBa"),
+    ],
+    ids=["I;16", "I;16B", "I;16-small", "I;16-dark-top", "I", "F", "RGBA", "LA", "RGBa"],
+)
+def test_banded_conversions_give_the_whole_pictures_pixels(picture: Image.Image) -> None:
+    """Alpha and wide grayscale converted a band of rows at a time give exactly what converting the whole picture
+    at once gives (the scale decided on the whole picture's largest value, not one band's); I;16B, which Pillow
+    reads from a big-endian TIFF and takes no extrema of, included."""
+    assert picture.width * picture.height > 2 * BAND_PIXELS
+    np.testing.assert_array_equal(np.asarray(to_rgb(picture)), whole_picture_rgb(picture))
+
+
+def test_a_palette_with_a_transparent_index_is_white_there_in_every_band() -> None:
+    """A tall palette picture with a transparent index: the banded composite keeps the transparency in every band."""
+    picture = Image.fromarray(_RNG.integers(0, 256, (*_TALL[::-1], 3), dtype=np.uint8)).convert("P")
+    picture.info["transparency"] = 3
+    np.testing.assert_array_equal(np.asarray(to_rgb(picture)), whole_picture_rgb(picture))
