@@ -373,7 +373,7 @@ class Connection(asyncio.Protocol):
         self.deadline = self.server.clock() + self.limits.keepalive_timeout_s
         self.transport.resume_reading()
         pending, closed = self.h11.trailing_data
-        if pending[:1] and pending[:1] in _EMPTY_LINES:
+        if pending.startswith((b"\r", b"\n")):
             # Empty lines before the pipelined request's line, which h11 refuses ("no request line"): a parser of
             # its own (as start_next_cycle leaves it: both sides idle) is given what follows them.
             pending = pending.lstrip(_EMPTY_LINES)
