@@ -67,6 +67,7 @@ from proxy.tensors import (
 log = logging.getLogger(__name__)
 
 STATUS_TIMEOUT_S = 2.0
+RETRY_BUFFER_BYTES = 64 * 2**20  # the largest request a call is retried with (see channel_options)
 AVAILABLE = 30  # ModelVersionStatus.State.AVAILABLE
 _REFRESH_ON = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
 _PREDICT = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].methods_by_name["Predict"]
@@ -103,6 +104,11 @@ def channel_options() -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", -1),
         ("grpc.service_config", json.dumps(service_config)),
         ("grpc.enable_retries", 1),
+        # A call is retried only while its request fits the per-call retry buffer (256 KiB by default): a 640x480
+        # picture's tensor is 900 KB, and such calls failed with the replica that died under them. This holds what
+        # the default settings send (a float tensor of MAX_IMAGE_SIDE 1024 is 12 MB; an encoded image at most
+        # MAX_BODY_BYTES, 20 MiB); the buffer keeps a reference to the request gRPC already holds, not a copy.
+        ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
         # The default backoff grows to 120 s; after TF Serving restarts, the proxy should be back within seconds.
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),

@@ -44,15 +44,16 @@ def classify(server: HttpServer, body: bytes, **params: str) -> requests.Respons
 
 
 def test_replicas_share_load_survive_a_crash_and_recover(zoo: Zoo) -> None:
-    """Three replicas: calls spread over all; one killed under load fails no request; all down is a fast 503;
-    a replica back on its port is used again without restarting the proxy."""
+    """Three replicas: calls spread over all; one killed under load fails no request (each request's tensor is
+    900 KB, over gRPC's default per-call retry buffer of 256 KiB, past which a call is not retried); all down is a
+    fast 503; a replica back on its port is used again without restarting the proxy."""
     with ThreadPoolExecutor(max_workers=3) as starting:
         servers = list(starting.map(lambda _: serve(zoo), range(3)))
     try:
         target = "ipv4:" + ",".join(server.address for server in servers)
         # The same picture every time: no frame cache, so that every request reaches a replica.
         with proxy_server({"SERVING_ADDRESS": target, "REQUEST_TIMEOUT_S": "3", "FRAME_CACHE_S": "0"}) as proxy:
-            body = png(7)
+            body = png(7, (640, 480))
             for _ in range(30):
                 assert classify(proxy, body).status_code == 200
             spread = [server.request_count("Predict", status="OK") for server in servers]

@@ -260,3 +260,14 @@ def test_an_answer_of_a_version_not_yet_learned_takes_that_versions_label_map() 
     assert isinstance(other, Prediction) and other.version == 2
     assert other.labels.name(1) == "V2 Name" and connection.asked == [2]
     assert backend._signature is None  # learned again on the next request
+
+
+def test_every_request_the_default_settings_send_fits_the_retry_buffer() -> None:
+    """The channel's per-call retry buffer holds the largest Predict request the default settings send (a float
+    tensor of a MAX_IMAGE_SIDE picture, or an encoded image of MAX_BODY_BYTES), so any of them is retried on another
+    replica when the first one is UNAVAILABLE."""
+    from proxy.backends.serving import RETRY_BUFFER_BYTES, channel_options
+
+    settings = Settings()
+    largest = max(settings.max_image_side**2 * 3 * 4, settings.max_body_bytes) + 2**20  # and the request's fields
+    assert dict(channel_options())["grpc.per_rpc_retry_buffer_size"] == RETRY_BUFFER_BYTES >= largest
