@@ -124,6 +124,39 @@ class FrontServer:
         self._backing_off = False
         self._rebalance()
 
+    def _take_queued(self) -> None:
+        """Stopping: take every connection the kernel has queued (each gets ``FIRST_REQUEST_GRACE_S`` for its first
+        request, answered with ``Connection: close``), then close this process's listening sockets.
+
+        gunicorn's master closes its own copy before it signals the workers; once every worker has closed its copy
+        too, the kernel refuses new connections (which a client may retry elsewhere) instead of queueing them on a
+        socket nobody accepts from, which resets them when the last worker exits (clients see a reset for a request
+        they sent, which they cannot safely retry). A sibling still running takes what is queued after this one
+        has closed; the last to close takes the rest.
+        """
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break  # nothing left
+                except ConnectionAbortedError:
+                    continue
+                except OSError:
+                    break  # out of descriptors: what is left is reset at exit, as before
+                self._start(loop, conn)
+            sock.close()
+        self._sockets = []
+
+    def _start(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        """Make an accepted socket a connection, counted as held while it is set up."""
+        conn.setblocking(False)
+        self._pending += 1
+        task = loop.create_task(self._serve(conn))
+        self._starting.add(task)  # the loop holds tasks weakly: a connection being set up must not vanish
+        task.add_done_callback(self._starting.discard)
+
     def _accept(self, sock: socket.socket) -> None:
         """Take queued connections off the shared socket, while this worker's share allows."""
         loop = asyncio.get_running_loop()
@@ -146,11 +179,7 @@ class FrontServer:
             if self._starved:
                 self._starved = False
                 log.info("accepting connections again")
-            conn.setblocking(False)
-            self._pending += 1
-            task = loop.create_task(self._serve(conn))
-            self._starting.add(task)  # the loop holds tasks weakly: a connection being set up must not vanish
-            task.add_done_callback(self._starting.discard)
+            self._start(loop, conn)
             if self.share is not None:
                 self.share.publish(self.held)  # at once: siblings decide on it
 
@@ -202,19 +231,22 @@ class FrontServer:
         return any(connection.busy for connection in self.connections)
 
     async def shutdown(self, timeout_s: float) -> None:
-        """Stop accepting, close idle connections (a new one once it has had ``FIRST_REQUEST_GRACE_S`` to send its
-        first request), let requests under way finish (up to ``timeout_s``)."""
+        """Stop accepting (taking what the kernel has queued, then closing the listening sockets: ``_take_queued``),
+        close idle connections (a new one once it has had ``FIRST_REQUEST_GRACE_S`` to send its first request), let
+        requests under way finish (up to ``timeout_s``). A quick stop (``timeout_s`` 0) takes nothing more."""
         self.state.draining = True
-        self._watch(False)  # what is queued stays on the shared socket, for the siblings
+        self._watch(False)
         if self.share is not None:
             self.share.leave()
+        if timeout_s > 0:
+            self._take_queued()
         deadline = self.clock() + timeout_s
         while True:
             now = self.clock()
             for connection in list(self.connections):
                 if connection.closable_when_draining(now, FIRST_REQUEST_GRACE_S):
                     connection.close()
-            if not self.connections or self.clock() >= deadline:
+            if (not self.connections and not self._pending) or self.clock() >= deadline:
                 break
             await asyncio.sleep(0.05)
         for connection in list(self.connections):

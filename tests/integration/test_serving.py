@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -103,6 +104,39 @@ def test_slow_backend_is_a_504_at_the_deadline(slow: RunningServer) -> None:
         assert response.status_code == 504 and "REQUEST_TIMEOUT_S" in response.json()["error"]
         assert time.monotonic() - started < 2.5
         assert requests.get(f"{proxy.url}/healthz", timeout=5).status_code == 200
+
+
+def healthz_over_a_new_connection(port: int) -> str:
+    """GET /healthz on a fresh connection: its status, ``refused`` when the connection is refused, ``reset`` when it
+    is accepted by the kernel and then dropped without an answer (what a client cannot safely retry)."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except ConnectionRefusedError:
+        return "refused"
+    with sock:
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = sock.recv(65536)
+        except ConnectionResetError:
+            return "reset"
+    return answer.split(b" ", 2)[1].decode() if answer else "reset"
+
+
+def test_sigterm_refuses_new_connections_while_requests_finish(slow: RunningServer) -> None:
+    """After SIGTERM, while a request in flight finishes, a new connection is refused (a client retries that
+    elsewhere), never accepted into a queue nobody serves and reset when the workers exit."""
+    proxy = proxy_server({"SERVING_ADDRESS": slow.address, "REQUEST_TIMEOUT_S": "8"}, ready_path="/healthz").start()
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            in_flight = pool.submit(classify, proxy, png(4))
+            time.sleep(0.5)  # inside the backend's 2 s delay
+            proxy.signal(signal.SIGTERM)
+            time.sleep(0.3)  # the workers have taken what was queued and closed their sockets
+            assert healthz_over_a_new_connection(proxy.port) == "refused"
+            assert in_flight.result(timeout=15).status_code == 200
+        assert proxy.process is not None and proxy.process.wait(timeout=15) == 0
+    finally:
+        proxy.close()
 
 
 def test_sigterm_finishes_in_flight_requests(slow: RunningServer) -> None:
