@@ -86,7 +86,7 @@ def front_app(app: Flask) -> FrontApp:
 
     async def announce_when_ready(loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
         """Once every model answers, say in one log line where the service is and what to try."""
-        while not all(status.ready for status in await loop.run_in_executor(pool, services.statuses)):
+        while not all(status.ready for status in (await loop.run_in_executor(pool, services.statuses)).values()):
             await asyncio.sleep(0.5)
         host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
         base = f"http://{host}:{settings.port}"

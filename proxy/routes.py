@@ -60,7 +60,7 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Readiness: every model can answer now. The body names the default model and its version."""
     services = current_services()
-    statuses = {name: model.backend.status() for name, model in services.models.items()}
+    statuses = services.statuses()
     default = statuses[services.default.name]
     ready = all(status.ready for status in statuses.values())
     body: dict[str, Any] = {"ready": ready, "model": services.default.name, "version": default.version}

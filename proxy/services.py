@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from flask import Flask
@@ -74,9 +75,16 @@ class Services:
             raise NotFound(f"unknown model {name[:64]!r}; this server has: {', '.join(self.models)}")
         return found
 
-    def statuses(self) -> list[ModelStatus]:
-        """Every model's status (bounded in time, as each backend's is)."""
-        return [model.backend.status() for model in self.models.values()]
+    def statuses(self) -> dict[str, ModelStatus]:
+        """Every model's status, by name, asked of all at once: bounded by the slowest backend's bound (TF Serving's
+        status call: 2 s), not by their sum, so a readiness probe with several models answers within its timeout
+        when TF Serving hangs."""
+        models = list(self.models.items())
+        if len(models) == 1:
+            return {name: model.backend.status() for name, model in models}
+        with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="status") as pool:
+            asked = [(name, pool.submit(model.backend.status)) for name, model in models]
+            return {name: future.result() for name, future in asked}
 
     def start(self) -> None:
         """Start every backend loading (embedded) or learning its signature (TF Serving) in the background."""

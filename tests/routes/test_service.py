@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -12,8 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from proxy.app import front_app
+from proxy.backends import ModelStatus
 from proxy.context import json_response
 from proxy.observability import JsonLines, access_log
+from proxy.settings import ModelConfig, Settings
 from tests.routes.conftest import LABELS, ROWS, jpeg
 from tests.support.fake_backend import FakeBackend
 
@@ -35,6 +38,24 @@ def test_readiness_names_the_model_and_version(client: FlaskClient) -> None:
     answer = client.get("/readyz")
     assert answer.status_code == 200
     assert answer.json == {"ready": True, "model": "detector", "version": 1}
+
+
+def test_readiness_asks_every_model_at_once(make_app: Callable[..., Flask]) -> None:
+    """/readyz asks its models' statuses together: each of three waits until all three are being asked (a barrier
+    that sequential calls would break), so a hung TF Serving costs the probe one status bound (2 s), not one per
+    model (6 s with three, past Kubernetes' 3 s probe timeout)."""
+    barrier = threading.Barrier(3, timeout=5)
+
+    class Together(FakeBackend):
+        def status(self) -> ModelStatus:
+            barrier.wait()
+            return super().status()
+
+    names = ("detector", "second", "third")
+    settings = Settings(models=tuple(ModelConfig(name, Settings().model_base_path) for name in names), frame_cache_s=0)
+    app = make_app(settings, **{name: Together(ROWS, LABELS) for name in names})
+    answer = app.test_client().get("/readyz")
+    assert answer.status_code == 200 and answer.json["ready"] is True
 
 
 def test_not_ready_is_a_503_without_paths(make_app: Callable[..., Flask]) -> None:
