@@ -67,6 +67,8 @@ from proxy.tensors import (
 log = logging.getLogger(__name__)
 
 STATUS_TIMEOUT_S = 2.0
+# The details gRPC gives a call whose own deadline passed; TF Serving's DEADLINE_EXCEEDED carries its own words.
+_LOCAL_DEADLINE = "Deadline Exceeded"
 RETRY_BUFFER_BYTES = 64 * 2**20  # the largest request a call is retried with (see channel_options)
 AVAILABLE = 30  # ModelVersionStatus.State.AVAILABLE
 _REFRESH_ON = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
@@ -492,7 +494,7 @@ class ServingBackend:
         details = (exc.details() if isinstance(exc, grpc.Call) else "") or code.name
         if code.value[0] == UNAVAILABLE:
             message = f"TF Serving at {self._connection.target} is unavailable: {details}"
-        elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        elif code is grpc.StatusCode.DEADLINE_EXCEEDED and details in (_LOCAL_DEADLINE, code.name):
             message = f"TF Serving did not answer {name} within {self._timeout_s:g}s (REQUEST_TIMEOUT_S)"
         else:
             message = f"TF Serving {name} for model {self._spec.name}: {code.name}: {details}"

@@ -75,3 +75,15 @@ def test_a_signature_mismatch_stays_a_signature_error() -> None:
         _Failure(grpc.StatusCode.INVALID_ARGUMENT, "input size does not match signature"), signature
     )
     assert not isinstance(error, InvalidImage) and error.status == 400
+
+
+def test_the_proxys_own_deadline_and_tf_servings_deadline_exceeded_are_told_apart() -> None:
+    """The call's own deadline passing names REQUEST_TIMEOUT_S; a DEADLINE_EXCEEDED TF Serving answers itself (a
+    session's run timeout, say) keeps TF Serving's words instead of blaming the proxy's timeout. Both are 504."""
+    local = _backend()._describe(_Failure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), "Predict")
+    assert local.status == 504 and "within 5s (REQUEST_TIMEOUT_S)" in local.message
+    served = _backend()._describe(
+        _Failure(grpc.StatusCode.DEADLINE_EXCEEDED, "Timed out waiting for notification"), "Predict"
+    )
+    assert served.status == 504 and "Timed out waiting for notification" in served.message
+    assert "REQUEST_TIMEOUT_S" not in served.message
