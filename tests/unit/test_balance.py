@@ -232,7 +232,7 @@ def test_out_of_file_descriptors_the_server_backs_off_warns_once_and_accepts_aga
             await server.listen([listener])
             clients.append(socket.create_connection(listener.getsockname()))
             await asyncio.sleep(0.3)  # six retry periods
-            assert 2 <= listener.attempts <= 10  # spinning on a readable socket tried thousands of times
+            assert 1 <= listener.attempts <= 10  # spinning on a readable socket tried thousands of times
             assert not server.connections
             listener.starved = False
             deadline = asyncio.get_running_loop().time() + 2.0
