@@ -11,6 +11,7 @@ the shared socket, and a connection it may not take now is left to the sibling t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -136,16 +137,9 @@ class FrontServer:
         """
         loop = asyncio.get_running_loop()
         for sock in self._sockets:
-            while True:
-                try:
-                    conn, _ = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break  # nothing left
-                except ConnectionAbortedError:
-                    continue
-                except OSError:
-                    break  # out of descriptors: what is left is reset at exit, as before
-                self._start(loop, conn)
+            with contextlib.suppress(OSError):  # out of descriptors: what is left is reset at exit, as before
+                while (conn := _next_queued(sock)) is not None:
+                    self._start(loop, conn)
             sock.close()
         self._sockets = []
 
@@ -165,17 +159,15 @@ class FrontServer:
                 self._back_off(RECHECK_S)  # a sibling that holds fewer takes what comes; this one looks again soon
                 return
             try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # a sibling took it, or nothing is left
-            except ConnectionAbortedError:
-                continue
+                conn = _next_queued(sock)
             except OSError as exc:  # out of file descriptors or buffers: leave it queued for a sibling, or later
                 if not self._starved:
                     self._starved = True
                     log.warning("cannot accept connections: %s; trying again every %g s", exc, ACCEPT_RETRY_S)
                 self._back_off(ACCEPT_RETRY_S)
                 return
+            if conn is None:
+                return  # a sibling took it, or nothing is left
             if self._starved:
                 self._starved = False
                 log.info("accepting connections again")
@@ -254,3 +246,15 @@ class FrontServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _next_queued(sock: socket.socket) -> socket.socket | None:
+    """The next connection queued on the listening ``sock``, or None when none is; one the client aborted while
+    queued is skipped. ``OSError`` when accepting fails otherwise (out of file descriptors or buffers)."""
+    while True:
+        try:
+            return sock.accept()[0]
+        except (BlockingIOError, InterruptedError):
+            return None
+        except ConnectionAbortedError:
+            continue
