@@ -76,8 +76,9 @@ _PREDICT = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService
 #: The gRPC method Predict is called as: "/tensorflow.serving.PredictionService/Predict".
 PREDICT_METHOD = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
 # PredictRequest's inputs field, and a map entry's key and value fields (predict.proto; protobuf's map encoding).
-_REQUEST_INPUTS = predict_pb2.PredictRequest.DESCRIPTOR.fields_by_name["inputs"].number
-_ENTRY_KEY, _ENTRY_VALUE = 1, 2
+_INPUTS_FIELD = predict_pb2.PredictRequest.DESCRIPTOR.fields_by_name["inputs"]
+_REQUEST_INPUTS = _INPUTS_FIELD.number
+_ENTRY_KEY, _ENTRY_VALUE = (_INPUTS_FIELD.message_type.fields_by_name[name].number for name in ("key", "value"))
 
 
 def channel_options() -> list[tuple[str, Any]]:
